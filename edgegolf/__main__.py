@@ -1,0 +1,3 @@
+from edgegolf.cli import main
+
+main()

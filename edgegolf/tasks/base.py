@@ -1,0 +1,129 @@
+"""What every task adapter provides to the pipeline.
+
+The pipeline feeds the teacher (PyTorch) and every ONNX artifact the same tokenized text,
+through the runtime's own tokenizer and pooling, so that differences between stages come
+from the model and never from pre- or post-processing.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from edgegolf.data import Split
+from edgegolf.errors import SourceError
+from edgegolf.runtime.models import TaskModel
+from edgegolf.runtime.spec import ModelSpec
+
+log = logging.getLogger(__name__)
+
+INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
+
+
+class TaskAdapter:
+    name: ClassVar[str]
+    auto_class: ClassVar[str]  # the transformers Auto class that loads this task's model
+    output_names: ClassVar[tuple[str, ...]]
+
+    @classmethod
+    def claims(cls, architecture: str) -> bool:
+        """Whether a config's architecture name means this task."""
+        return False
+
+    # --- loading -------------------------------------------------------------------------
+    def load_model(self, path: str | Path, *, trust_remote_code: bool = False, allow_pickle: bool = False):
+        import transformers
+
+        auto = getattr(transformers, self.auto_class)
+        try:
+            # eager attention: onnxruntime's fusions recognise its pattern (facts.md)
+            model = auto.from_pretrained(
+                str(path), attn_implementation="eager", trust_remote_code=trust_remote_code,
+                use_safetensors=None if allow_pickle else True,
+            )
+        except OSError as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if not allow_pickle and any(Path(path).glob("*.bin")):
+                raise SourceError(
+                    f"model folder {str(path)!r} has only pickled weights (.bin), which can run code on load; "
+                    "convert them to safetensors, or pass --allow-pickle if you trust the source"
+                ) from None
+            raise SourceError(f"cannot load a {self.auto_class} model from {str(path)!r}: {first}") from None
+        except ValueError as exc:
+            raise SourceError(f"cannot load a {self.auto_class} model from {str(path)!r}: {exc}") from None
+        model.eval()
+        return model
+
+    def input_names(self, model, tokenizer) -> tuple[str, ...]:
+        """Graph inputs: what the tokenizer emits and the model's forward accepts."""
+        accepted = set(inspect.signature(model.forward).parameters)
+        emitted = set(getattr(tokenizer, "model_input_names", INPUT_ORDER))
+        names = tuple(n for n in INPUT_ORDER if n in accepted and n in emitted)
+        if "input_ids" not in names or "attention_mask" not in names:
+            raise SourceError(
+                f"{type(model).__name__} does not take input_ids and attention_mask; edgegolf exports text encoders that do"
+            )
+        return names
+
+    def model_spec(self, model, tokenizer, input_names: tuple[str, ...], max_length: int) -> ModelSpec:
+        if tokenizer.pad_token is None:
+            raise SourceError("the tokenizer has no padding token; edgegolf needs one to batch inputs")
+        return ModelSpec(
+            task=self.name,
+            input_names=input_names,
+            output_names=self.output_names,
+            max_length=min(max_length, getattr(model.config, "max_position_embeddings", max_length)),
+            pad_token_id=int(tokenizer.pad_token_id),
+            pad_token=str(tokenizer.pad_token),
+            **self.spec_fields(model),
+        )
+
+    def spec_fields(self, model) -> dict[str, Any]:
+        return {}
+
+    # --- running ------------------------------------------------------------------------
+    def export_module(self, model) -> torch.nn.Module:
+        """A module whose forward takes the graph inputs positionally and returns a tuple."""
+        raise NotImplementedError
+
+    def torch_outputs(self, model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        module = self.export_module(model)
+        with torch.inference_mode():
+            outputs = module(*(torch.from_numpy(feeds[name]) for name in INPUT_ORDER if name in feeds))
+        return [o.float().numpy() for o in outputs]
+
+    def teacher_item(self, model, runtime_model: TaskModel, text: str) -> np.ndarray:
+        """The teacher's per-text result, pre- and post-processed by the runtime."""
+        raise NotImplementedError
+
+    def artifact_item(self, runtime_model: TaskModel, text: str) -> np.ndarray:
+        """An ONNX artifact's per-text result, through the runtime an app uses."""
+        raise NotImplementedError
+
+    # --- scoring ------------------------------------------------------------------------
+    def score(self, teacher: "Outputs", candidate: "Outputs", split: Split, model_config) -> dict[str, float]:
+        """Metrics of `candidate`; its "accuracy" (0-100) is the one the budget's drop limits."""
+        raise NotImplementedError
+
+
+class Outputs:
+    """Per-text results (one row per text) for the train and test halves of a split."""
+
+    def __init__(self, train: np.ndarray, test: np.ndarray):
+        self.train = train
+        self.test = test
+
+    @property
+    def all(self) -> np.ndarray:
+        return np.concatenate([self.train, self.test])
+
+
+def cosine_rows(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    a = a / np.maximum(np.linalg.norm(a, axis=1, keepdims=True), 1e-12)
+    b = b / np.maximum(np.linalg.norm(b, axis=1, keepdims=True), 1e-12)
+    return np.sum(a * b, axis=1)

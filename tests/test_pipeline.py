@@ -1,0 +1,93 @@
+"""The compress pipeline end to end on tiny real models: bundle, manifest, provenance, runtime."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import edgegolf
+from edgegolf.errors import OutputExistsError
+from edgegolf.pipeline import build_recipe
+from edgegolf.runtime import load
+from edgegolf.runtime.manifest import sha256_file
+from tests.conftest import QUICK
+
+
+@pytest.fixture(scope="module")
+def embedding_bundle(tiny_bert, tmp_path_factory):
+    out = tmp_path_factory.mktemp("bundles") / "tiny-embed"
+    recipe = {**QUICK, "quantize": {"scheme": "int8-dynamic"}}
+    result = edgegolf.compress(str(tiny_bert), output=out, recipe=recipe, budget="size<=50MB,drop<=100")
+    return result
+
+
+def test_every_stage_is_measured(embedding_bundle):
+    result = embedding_bundle
+    assert [s.name for s in result.stages] == ["teacher", "onnx-fp32", "onnx-optimized", "quantized"]
+    teacher, fp32, optimized, quantized = result.stages
+    assert teacher.metrics["fidelity_mean_cosine"] == pytest.approx(1.0)
+    # The plain export computes what PyTorch computes, through the runtime's own tokenizer and pooling.
+    assert fp32.metrics["fidelity_min_cosine"] > 0.9999
+    assert optimized.metrics["fidelity_min_cosine"] > 0.999
+    assert quantized.metrics["fidelity_mean_cosine"] > 0.9
+    for stage in result.stages:
+        assert stage.size.raw_bytes > 0 and stage.size.zstd_bytes > 0
+        assert 0 < stage.latency.p50_ms <= stage.latency.p90_ms <= stage.latency.p99_ms
+        assert stage.peak_rss_bytes > 10e6
+        assert 0 <= stage.metrics["accuracy"] <= 100
+    assert quantized.size.raw_bytes < fp32.size.raw_bytes
+    assert result.verdict.fits and result.verdict.has_budget
+
+
+def test_bundle_manifest_and_runtime(embedding_bundle):
+    out = embedding_bundle.output
+    names = sorted(p.name for p in out.iterdir())
+    assert {"model.onnx", "tokenizer.json", "config.json", "manifest.json", "report.md", "recipe.toml"} <= set(names)
+    assert not any(name.startswith(".") for name in names)  # no work files left in the bundle
+    manifest = json.loads((out / "manifest.json").read_text())
+    for name in names:
+        if name != "manifest.json":
+            assert manifest["files"][name]["sha256"] == sha256_file(out / name)
+    assert [r["stage"] for r in manifest["provenance"]] == ["load", "export", "optimize", "quantize"]
+    assert manifest["provenance"][1]["measured"]["max_abs_diff"] < 1e-3
+    assert manifest["provenance"][3]["measured"]["quantized_ops"]
+    assert manifest["verdict"]["fits"] is True
+    assert manifest["versions"]["onnxruntime"]
+    # The app's view of the bundle is the measured final artifact.
+    model = load(out)
+    texts = ["Shares in the bank fell after the results.", "The band released a new album."]
+    vectors = model.embed(texts)
+    assert vectors.shape == (2, 32)
+    assert np.allclose(np.linalg.norm(vectors, axis=1), 1.0, atol=1e-5)
+
+
+def test_recipe_toml_reruns_the_same_recipe(embedding_bundle):
+    recipe, budget = build_recipe(embedding_bundle.output / "recipe.toml")
+    assert recipe == embedding_bundle.recipe
+    assert budget == embedding_bundle.budget
+
+
+def test_existing_output_is_not_overwritten(embedding_bundle, tiny_bert):
+    out = embedding_bundle.output
+    before = sha256_file(out / "manifest.json")
+    with pytest.raises(OutputExistsError, match="pass --force"):
+        edgegolf.compress(str(tiny_bert), output=out, recipe=QUICK)
+    assert sha256_file(out / "manifest.json") == before
+
+
+def test_force_replaces_and_classification_runs(tiny_classifier, tmp_path):
+    out = tmp_path / "clf"
+    out.mkdir()
+    (out / "old-file.txt").write_text("from an earlier run")
+    recipe = {**QUICK, "quantize": {"scheme": "int8-dynamic"}, "optimize": {"mode": "off"}}
+    result = edgegolf.compress(str(tiny_classifier), output=out, recipe=recipe, force=True)
+    assert result.task == "text-classification"
+    assert not (out / "old-file.txt").exists()
+    assert [s.name for s in result.stages] == ["teacher", "onnx-fp32", "quantized"]
+    teacher, fp32, _ = result.stages
+    assert fp32.metrics["agreement"] == pytest.approx(100.0)
+    assert 0 <= teacher.metrics["accuracy"] <= 100
+    predictions = load(out).classify(["Shares fell sharply.", "The striker scored."])
+    assert [p.label in {"business", "entertainment", "politics", "sports", "tech"} for p in predictions] == [True, True]
