@@ -28,7 +28,7 @@ from edgegolf.data import Split, load_labelled_texts, stratified_split
 from edgegolf.devices.inputs import bench_onnx, fixed_shape_feeds
 from edgegolf.devices.latency import LatencyStats, measure_latency
 from edgegolf.devices.memory import peak_rss_onnx, peak_rss_torch
-from edgegolf.devices.profiles import DeviceProfile, get_profile
+from edgegolf.devices.profiles import DeviceProfile, get_profile, pinned
 from edgegolf.devices.size import SizeReport, measure_size
 from edgegolf.errors import RecipeError, SourceError
 from edgegolf.progress import track
@@ -127,8 +127,10 @@ class _Run:
     """State shared by the stages of one compress run."""
 
     def __init__(self, recipe: Recipe, profile: DeviceProfile, split: Split, adapter: TaskAdapter,
-                 teacher, tokenizer_json: Path, spec: ModelSpec):
+                 teacher, tokenizer_json: Path, spec: ModelSpec, source_dir: Path, trust_remote_code: bool):
         self.recipe = recipe
+        self.source_dir = source_dir
+        self.trust_remote_code = trust_remote_code
         self.profile = profile
         self.split = split
         self.adapter = adapter
@@ -156,8 +158,8 @@ class _Run:
                              batch=bench.batch, seq=bench.seq, warmup=bench.warmup, runs=bench.runs,
                              max_seconds=bench.max_seconds)
         rss = peak_rss_onnx(onnx_path, self.tokenizer_json, self.spec, threads=self.profile.threads,
-                            batch=bench.batch, seq=bench.seq, texts=self.bench_texts)
-        files = _onnx_files(onnx_path) + [self.tokenizer_json]
+                            batch=bench.batch, seq=bench.seq, texts=self.bench_texts, cores=self.profile.cores)
+        files = [onnx_path, self.tokenizer_json]  # measure_size adds external data files
         return StageResult(name, description, files, measure_size(files), latency, rss, metrics)
 
     def measure_teacher(self, source: Source, encoder: TaskModel) -> StageResult:
@@ -173,13 +175,13 @@ class _Run:
         threads = torch.get_num_threads()
         torch.set_num_threads(self.profile.threads or os.cpu_count() or 1)
         try:
-            with torch.inference_mode():
+            with pinned(self.profile), torch.inference_mode():
                 latency = measure_latency(lambda: module(*tensors), warmup=bench.warmup, runs=bench.runs,
                                           max_seconds=bench.max_seconds)
         finally:
             torch.set_num_threads(threads)
         rss = peak_rss_torch(source.path, self.spec.task, threads=self.profile.threads, batch=bench.batch,
-                             seq=bench.seq, texts=self.bench_texts)
+                             seq=bench.seq, texts=self.bench_texts, cores=self.profile.cores)
         files = _weight_files(source.path)
         return StageResult("teacher", f"PyTorch fp32 {type(self.teacher).__name__}", files, measure_size(files),
                            latency, rss, metrics)
@@ -194,11 +196,6 @@ class _Run:
             "input_sha256": {p.name: sha256_file(p) for p in inputs},
             "output_sha256": {p.name: sha256_file(p) for p in outputs},
         })
-
-
-def _onnx_files(onnx_path: Path) -> list[Path]:
-    data = onnx_path.with_name(onnx_path.name + ".data")
-    return [onnx_path] + ([data] if data.exists() else [])
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -232,6 +229,10 @@ def compress(
     check_output(output, force)  # before any work, so a mistake costs nothing
     profile = get_profile(recipe_.bench.device)
     quant = quant_config(recipe_.quantize)
+    if recipe_.export.exporter == "optimum":
+        from edgegolf.export.optimum import require_optimum
+
+        require_optimum()
     src = resolve_source(source)
     data = load_labelled_texts(recipe_.evaluate.data)
     split = stratified_split(data, test_fraction=recipe_.evaluate.test_fraction, seed=recipe_.evaluate.seed,
@@ -262,7 +263,7 @@ def compress(
         tokenizer_json = tokenizer_dir / "tokenizer.json"
         input_names = adapter.input_names(teacher, tokenizer)
         spec = adapter.model_spec(teacher, tokenizer, input_names, recipe_.export.max_length)
-        run = _Run(recipe_, profile, split, adapter, teacher, tokenizer_json, spec)
+        run = _Run(recipe_, profile, split, adapter, teacher, tokenizer_json, spec, src.path, trust_remote_code)
         run.record("load", {"source": src.to_dict(), "task": task_name, "model_class": type(teacher).__name__},
                    {"parameters": int(sum(p.numel() for p in teacher.parameters()))}, t,
                    _weight_files(src.path), [tokenizer_json])
@@ -308,6 +309,8 @@ def compress(
             "recipe": recipe_.to_dict(),
             "budget": budget_.to_dict(),
             "device_profile": profile.name,
+            "trust_remote_code": trust_remote_code,
+            "allow_pickle": allow_pickle,
             "export": {"exporter": recipe_.export.exporter, "opset": recipe_.export.opset,
                        "max_abs_diff": export_report.max_abs_diff, "atol": recipe_.export.atol},
             "stages": {s.name: s.summary() for s in stages},
@@ -336,7 +339,11 @@ def _export(run: _Run, work: Path):
     if settings.exporter == "optimum":
         from edgegolf.export.optimum import export_with_optimum
 
-        report = export_with_optimum(run, work / "fp32", sample, verify)
+        report = export_with_optimum(
+            run.source_dir, work / "optimum", task=run.spec.task, opset=settings.opset,
+            reference=lambda feeds: run.adapter.torch_outputs(run.teacher, feeds), verify_feeds=verify,
+            atol=settings.atol, input_names=list(run.spec.input_names), output_names=list(run.spec.output_names),
+            trust_remote_code=run.trust_remote_code)
     else:
         report = export_onnx(run.adapter.export_module(run.teacher), work / "model-fp32.onnx",
                              input_names=list(run.spec.input_names), output_names=list(run.spec.output_names),

@@ -1,0 +1,170 @@
+"""Device profiles: which threads (and optionally which cores) a measurement runs on.
+
+A profile is data a user can write (TOML), validated when it is built so that a bad field
+fails before any model is loaded. Only CPU profiles exist today; `kind` leaves room for more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import tomllib
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from edgegolf.errors import RecipeError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("cpu",)
+
+
+@dataclass(frozen=True)
+class DeviceProfile:
+    name: str
+    kind: str = "cpu"  # one of KINDS
+    threads: int | None = None  # onnxruntime intra_op_num_threads / torch threads; None: all cores
+    cores: tuple[int, ...] | None = None  # pin the measuring process to these CPU ids (Linux only)
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        where = f"device profile {self.name!r}"
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise RecipeError(f"device profile field 'name' is {self.name!r}; accepted: a non-empty string")
+        if self.kind not in KINDS:
+            raise RecipeError(f"{where}: field 'kind' is {self.kind!r}; accepted: {', '.join(KINDS)}")
+        if self.threads is not None and (
+            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
+        ):
+            raise RecipeError(
+                f"{where}: field 'threads' is {self.threads!r}; accepted: a positive integer, or omitted for all cores"
+            )
+        if self.cores is not None:
+            cores = self.cores
+            if (
+                not isinstance(cores, tuple)
+                or not cores
+                or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in cores)
+                or len(set(cores)) != len(cores)
+            ):
+                raise RecipeError(
+                    f"{where}: field 'cores' is {cores!r}; accepted: a non-empty list of distinct CPU ids (integers >= 0)"
+                )
+        if not isinstance(self.description, str):
+            raise RecipeError(f"{where}: field 'description' is {self.description!r}; accepted: a string")
+
+    @property
+    def resolved_threads(self) -> int:
+        """The thread count to ask for: the profile's, or every core this machine has."""
+        return self.threads or os.cpu_count() or 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "threads": self.threads,
+            "cores": list(self.cores) if self.cores is not None else None,
+            "description": self.description,
+        }
+
+
+BUILTIN: dict[str, DeviceProfile] = {
+    p.name: p
+    for p in (
+        DeviceProfile("cpu-1", threads=1, description="one CPU thread: the honest stand-in for one edge core"),
+        DeviceProfile("cpu-2", threads=2, description="two CPU threads"),
+        DeviceProfile("cpu-4", threads=4, description="four CPU threads"),
+        DeviceProfile("cpu-all", threads=None, description="as many threads as this machine has cores"),
+    )
+}
+
+
+def get_profile(name: str, custom: Mapping[str, DeviceProfile] | None = None) -> DeviceProfile:
+    """A built-in profile, or one of `custom` (e.g. from `load_profiles_toml`)."""
+    known = {**BUILTIN, **(custom or {})}
+    try:
+        return known[name]
+    except (KeyError, TypeError):
+        raise RecipeError(f"device profile {name!r} is unknown; known profiles: {', '.join(known)}") from None
+
+
+_FIELDS = tuple(f.name for f in fields(DeviceProfile) if f.name != "name")
+
+
+def load_profiles_toml(path: str | Path) -> dict[str, DeviceProfile]:
+    """User profiles from a TOML file, one table per profile:
+
+        [profiles.pi-like]
+        threads = 1
+        cores = [0]
+        description = "one pinned core"
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise RecipeError(f"device profile file {str(path)!r} does not exist; accepted: a TOML file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise RecipeError(f"device profile file {str(path)!r} is not valid TOML: {exc}") from None
+    extra = sorted(set(data) - {"profiles"})
+    if extra or not isinstance(data.get("profiles"), dict):
+        raise RecipeError(
+            f"device profile file {str(path)!r} has top-level keys {sorted(data)}; accepted: only [profiles.<name>] tables"
+        )
+    profiles: dict[str, DeviceProfile] = {}
+    for name, table in data["profiles"].items():
+        if name in BUILTIN:
+            raise RecipeError(
+                f"device profile {name!r} in {str(path)!r} shadows a built-in profile; accepted: a name other than "
+                f"{', '.join(BUILTIN)}"
+            )
+        if not isinstance(table, dict):
+            raise RecipeError(f"device profile {name!r} in {str(path)!r} is {table!r}; accepted: a table of {list(_FIELDS)}")
+        unknown = sorted(set(table) - set(_FIELDS))
+        if unknown:
+            raise RecipeError(
+                f"device profile {name!r} in {str(path)!r} has unknown field {unknown[0]!r}; accepted: {list(_FIELDS)}"
+            )
+        values = dict(table)
+        if isinstance(values.get("cores"), list):
+            values["cores"] = tuple(values["cores"])  # TOML arrays arrive as lists; the profile is frozen
+        try:
+            profiles[name] = DeviceProfile(name=name, **values)
+        except RecipeError as exc:
+            raise RecipeError(f"{str(path)!r}: {exc}") from None
+    return profiles
+
+
+@contextlib.contextmanager
+def pinned(profile: DeviceProfile) -> Iterator[None]:
+    """Pin the calling thread to the profile's cores for the block, then restore.
+
+    Threads started inside the block (onnxruntime's pool is created with the session)
+    inherit the mask, which is why sessions must be created inside it.
+    """
+    if profile.cores is None:
+        yield
+        return
+    if not hasattr(os, "sched_setaffinity"):
+        raise RecipeError(f"device profile {profile.name!r} pins cores {list(profile.cores)}; "
+                          "accepted on Linux only (this platform cannot set CPU affinity)")
+    before = os.sched_getaffinity(0)
+    try:
+        os.sched_setaffinity(0, profile.cores)
+    except (OSError, ValueError):
+        raise RecipeError(
+            f"device profile {profile.name!r}: field 'cores' is {list(profile.cores)}; accepted: CPU ids this "
+            f"process may use, {sorted(before)}"
+        ) from None
+    log.debug("pinned to cores %s for profile %s", list(profile.cores), profile.name)
+    if profile.threads is not None and profile.threads > len(profile.cores):
+        log.warning("device profile %s runs %d threads on %d pinned cores: threads will contend",
+                    profile.name, profile.threads, len(profile.cores))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, before)
