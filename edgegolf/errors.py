@@ -49,3 +49,7 @@ class BundleError(EdgegolfError):
 
 class InputError(EdgegolfError, ValueError):
     """An application passed the runtime input it cannot run (empty list, non-string...)."""
+
+
+class PruneError(EdgegolfError):
+    """The model cannot be pruned as asked: unsupported architecture or tokenizer, or sizes out of range."""

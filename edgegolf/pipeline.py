@@ -59,13 +59,17 @@ class StageResult:
     peak_rss_bytes: int
     metrics: dict[str, float]
     notes: list[str] = field(default_factory=list)
+    latency_also: dict[str, LatencyStats] = field(default_factory=dict)  # bench.also profiles
+    reference: bool = False  # measured for comparison; not a step of the chain
 
     def summary(self) -> dict[str, Any]:
         return {
             "description": self.description,
+            "reference": self.reference,
             "size_bytes": self.size.raw_bytes,
             "zstd_bytes": self.size.zstd_bytes,
             "latency": self.latency.to_dict(),
+            "latency_also": {name: stats.to_dict() for name, stats in self.latency_also.items()},
             "peak_rss_bytes": self.peak_rss_bytes,
             "metrics": self.metrics,
             "notes": self.notes,
@@ -86,7 +90,8 @@ class CompressResult:
 
     @property
     def final(self) -> StageResult:
-        return self.stages[-1]
+        """The last stage of the chain: the artifact in the bundle."""
+        return [s for s in self.stages if not s.reference][-1]
 
     @property
     def teacher(self) -> StageResult:
@@ -138,6 +143,8 @@ class _Run:
         self.tokenizer_json = tokenizer_json
         self.spec = spec
         self.eval_threads = os.cpu_count() or 1
+        # the budget's device first, then the ones timed for the report
+        self.profiles = [profile] + [get_profile(name) for name in recipe.bench.also if name != profile.name]
         self.bench_texts = list(split.train.texts[:16])
         self.teacher_outputs: Outputs | None = None
         self.provenance: list[dict[str, Any]] = []
@@ -149,18 +156,21 @@ class _Run:
         n = len(self.split.train)
         return Outputs(np.stack(rows[:n]), np.stack(rows[n:]))
 
-    def measure_onnx(self, name: str, description: str, onnx_path: Path) -> StageResult:
+    def measure_onnx(self, name: str, description: str, onnx_path: Path, *, reference: bool = False) -> StageResult:
         bench = self.recipe.bench
         model = open_model(onnx_path, self.tokenizer_json, self.spec, threads=self.eval_threads)
         outputs = self.outputs_of(lambda text: self.adapter.artifact_item(model, text), name)
         metrics = self.adapter.score(self.teacher_outputs, outputs, self.split, self.teacher.config)
-        latency = bench_onnx(onnx_path, self.tokenizer_json, self.spec, self.profile, self.bench_texts,
-                             batch=bench.batch, seq=bench.seq, warmup=bench.warmup, runs=bench.runs,
-                             max_seconds=bench.max_seconds)
+        latency = {
+            profile.name: bench_onnx(onnx_path, self.tokenizer_json, self.spec, profile, self.bench_texts,
+                                     batch=bench.batch, seq=bench.seq, warmup=bench.warmup, runs=bench.runs,
+                                     max_seconds=bench.max_seconds)
+            for profile in self.profiles
+        }
         rss = peak_rss_onnx(onnx_path, self.tokenizer_json, self.spec, threads=self.profile.threads,
                             batch=bench.batch, seq=bench.seq, texts=self.bench_texts, cores=self.profile.cores)
         files = [onnx_path, self.tokenizer_json]  # measure_size adds external data files
-        return StageResult(name, description, files, measure_size(files), latency, rss, metrics)
+        return self._stage(name, description, files, latency, rss, metrics, reference)
 
     def measure_teacher(self, source: Source, encoder: TaskModel) -> StageResult:
         import torch
@@ -172,19 +182,25 @@ class _Run:
         feeds = fixed_shape_feeds(encoder, self.bench_texts, batch=bench.batch, seq=bench.seq)
         module = self.adapter.export_module(self.teacher)
         tensors = [torch.from_numpy(feeds[n]) for n in self.spec.input_names]
+        latency = {}
         threads = torch.get_num_threads()
-        torch.set_num_threads(self.profile.threads or os.cpu_count() or 1)
-        try:
-            with pinned(self.profile), torch.inference_mode():
-                latency = measure_latency(lambda: module(*tensors), warmup=bench.warmup, runs=bench.runs,
-                                          max_seconds=bench.max_seconds)
-        finally:
-            torch.set_num_threads(threads)
+        for profile in self.profiles:
+            torch.set_num_threads(profile.threads or os.cpu_count() or 1)
+            try:
+                with pinned(profile), torch.inference_mode():
+                    latency[profile.name] = measure_latency(lambda: module(*tensors), warmup=bench.warmup,
+                                                            runs=bench.runs, max_seconds=bench.max_seconds)
+            finally:
+                torch.set_num_threads(threads)
         rss = peak_rss_torch(source.path, self.spec.task, threads=self.profile.threads, batch=bench.batch,
                              seq=bench.seq, texts=self.bench_texts, cores=self.profile.cores)
-        files = _weight_files(source.path)
-        return StageResult("teacher", f"PyTorch fp32 {type(self.teacher).__name__}", files, measure_size(files),
-                           latency, rss, metrics)
+        return self._stage("teacher", f"PyTorch fp32 {type(self.teacher).__name__}", _weight_files(source.path),
+                           latency, rss, metrics, False)
+
+    def _stage(self, name, description, files, latency: dict[str, LatencyStats], rss, metrics, reference):
+        main = latency.pop(self.profile.name)
+        return StageResult(name, description, files, measure_size(files), main, rss, metrics,
+                           latency_also=latency, reference=reference)
 
     def record(self, stage: str, settings: dict, measured: dict, started: float,
                inputs: list[Path], outputs: list[Path]) -> None:
@@ -228,6 +244,8 @@ def compress(
     output = Path(output)
     check_output(output, force)  # before any work, so a mistake costs nothing
     profile = get_profile(recipe_.bench.device)
+    for name in recipe_.bench.also:
+        get_profile(name)  # a typo must fail before any work
     quant = quant_config(recipe_.quantize)
     if recipe_.export.exporter == "optimum":
         from edgegolf.export.optimum import require_optimum
@@ -276,8 +294,10 @@ def compress(
 
         graph = _optimize(run, work, fp32_path, stages)
         quantized = _quantize(run, work, graph, quant, stages)
+        for name in recipe_.evaluate.compare:
+            stages.append(_reference(run, work, name, fp32_path, stages[1]))
 
-        final = stages[-1]
+        final = [s for s in stages if not s.reference][-1]
         teacher_stage = stages[0]
         verdict = check_budget(budget_, {
             "size_mb": final.size.raw_bytes / MB,
@@ -313,6 +333,8 @@ def compress(
             "allow_pickle": allow_pickle,
             "export": {"exporter": recipe_.export.exporter, "opset": recipe_.export.opset,
                        "max_abs_diff": export_report.max_abs_diff, "atol": recipe_.export.atol},
+            "evaluation": {"data": recipe_.evaluate.data, "train_texts": len(split.train),
+                           "test_texts": len(split.test), "batch": 1},
             "stages": {s.name: s.summary() for s in stages},
             "metrics": final.metrics,
             "verdict": verdict.to_dict(),
@@ -404,6 +426,20 @@ def _quantize(run: _Run, work: Path, graph: Path, quant, stages: list[StageResul
     run.record("quantize", report.settings, {"quantized_ops": report.quantized_ops, "float_nodes": report.float_nodes,
                                              "excluded": report.excluded}, t, [graph], [Path(report.path)])
     return Path(report.path)
+
+
+def _reference(run: _Run, work: Path, name: str, fp32_path: Path, fp32: StageResult) -> StageResult:
+    """A reference artifact measured like the chain's, for comparison only."""
+    if name == "ort-quantize-dynamic":
+        from onnxruntime.quantization import quantize_dynamic
+
+        path = work / "reference-ort-quantize-dynamic.onnx"
+        quantize_dynamic(str(fp32_path), str(path))  # default arguments: what a user does by hand
+        stage = run.measure_onnx(name, "onnxruntime quantize_dynamic, default arguments", path, reference=True)
+    else:  # Recipe validation only lets known names through
+        raise RecipeError(f"unknown comparison {name!r}")
+    stage.notes.append(f"reference only; p50 {stage.latency.p50_ms / fp32.latency.p50_ms:.2f}x the fp32 export")
+    return stage
 
 
 def _ort_model_type(config) -> str:

@@ -45,6 +45,17 @@ def _typed(section: str, name: str, value: Any, kind: type, *, choices: tuple = 
     return value
 
 
+def _string_list(section: str, name: str, value: Any, *, choices: tuple = ()) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise RecipeError(f"{section}.{name} = {value!r} is not a list of strings")
+    return tuple(_typed(section, name, item, str, choices=choices) for item in value)
+
+
+COMPARISONS = ("ort-quantize-dynamic",)
+
+
 @dataclass(frozen=True)
 class ExportSettings:
     exporter: str = "torch"  # torch.onnx (legacy tracer); "optimum" needs the optimum extra
@@ -81,6 +92,9 @@ class EvaluateSettings:
     test_fraction: float = 0.3
     seed: int = 0
     calibration_size: int = 64  # train-split texts used to calibrate static quantization
+    # Reference artifacts measured beside the chain, e.g. "ort-quantize-dynamic": what
+    # onnxruntime's quantize_dynamic with default arguments gives (what a user does by hand).
+    compare: tuple[str, ...] = ()
 
     @classmethod
     def from_dict(cls, data: Any) -> "EvaluateSettings":
@@ -94,12 +108,14 @@ class EvaluateSettings:
             seed=_typed("evaluate", "seed", d.get("seed", base.seed), int),
             calibration_size=_typed("evaluate", "calibration_size", d.get("calibration_size", base.calibration_size),
                                     int, minimum=1),
+            compare=_string_list("evaluate", "compare", d.get("compare", base.compare), choices=COMPARISONS),
         )
 
 
 @dataclass(frozen=True)
 class BenchSettings:
-    device: str = "cpu-1"  # a device profile name (edgegolf.devices.profiles)
+    device: str = "cpu-1"  # a device profile name (edgegolf.devices.profiles); the budget's latency is measured here
+    also: tuple[str, ...] = ()  # more device profiles every stage is timed on, for the report
     batch: int = 1
     seq: int = 128
     runs: int = 100
@@ -112,6 +128,7 @@ class BenchSettings:
         base = cls()
         return cls(
             device=_typed("bench", "device", d.get("device", base.device), str),
+            also=_string_list("bench", "also", d.get("also", base.also)),
             batch=_typed("bench", "batch", d.get("batch", base.batch), int, minimum=1),
             seq=_typed("bench", "seq", d.get("seq", base.seq), int, minimum=1),
             runs=_typed("bench", "runs", d.get("runs", base.runs), int, minimum=5),
@@ -221,14 +238,13 @@ class Budget:
 
 
 def quant_config(table: dict[str, Any]):
-    """The quantization config a [quantize] table asks for; "default" is edgegolf's tuned int8."""
+    """The quantization config a [quantize] table asks for. "default" is edgegolf's tuned
+    int8; fields given beside it (such as exclude) adjust that default."""
     from edgegolf.compress import quantize
 
     if table.get("scheme") == "default":
-        extra = sorted(set(table) - {"scheme"})
-        if extra:
-            raise RecipeError(f"quantize.{extra[0]} cannot be set with scheme 'default'; name a scheme to tune it")
-        return quantize.default_int8()
+        return quantize.config_from_dict({**quantize.config_to_dict(quantize.default_int8()),
+                                          **{k: v for k, v in table.items() if k != "scheme"}})
     return quantize.config_from_dict(table)
 
 

@@ -23,7 +23,7 @@ def stage_row(stage: "StageResult") -> list[str]:
             fidelity += f" / {m['fidelity_min_cosine']:.4f}"
     lat = stage.latency
     return [
-        stage.name,
+        f"{stage.name} (reference)" if stage.reference else stage.name,
         f"{stage.size.raw_bytes / MB:.1f}",
         f"{stage.size.zstd_bytes / MB:.1f}",
         f"{lat.p50_ms:.2f}",
@@ -73,6 +73,16 @@ def markdown_report(result: "CompressResult") -> str:
         result.verdict.summary(),
         "",
     ]
+    also = list(result.final.latency_also)
+    if also:
+        parts += ["## Latency on more device profiles", "",
+                  "| stage | " + " | ".join(f"{name} p50 / p90 / p99 ms" for name in [result.profile.name, *also]) + " |",
+                  "|---|" + "---|" * (1 + len(also))]
+        for stage in result.stages:
+            cells = [stage.latency, *(stage.latency_also[name] for name in also)]
+            parts.append(f"| {stage.name} | " + " | ".join(
+                f"{c.p50_ms:.2f} / {c.p90_ms:.2f} / {c.p99_ms:.2f}" for c in cells) + " |")
+        parts.append("")
     if result.verdict.checks:
         parts += [f"- {'fits' if c.fits else 'MISSES'}: {c.describe()}" for c in result.verdict.checks] + [""]
     if notes:

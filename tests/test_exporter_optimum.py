@@ -4,6 +4,7 @@ in the main environment it checks the clear message instead."""
 from __future__ import annotations
 
 import importlib.util
+import os
 
 import pytest
 
@@ -28,7 +29,9 @@ def test_without_optimum_the_message_names_the_extra(tmp_path):
 
 
 @pytest.mark.optimum
-@pytest.mark.skipif(not HAS_OPTIMUM, reason="needs the optimum environment (.ci/run builds it)")
+# .ci/run sets EDGEGOLF_REQUIRE_OPTIMUM in the optimum environment, so a broken install fails there.
+@pytest.mark.skipif(not HAS_OPTIMUM and not os.environ.get("EDGEGOLF_REQUIRE_OPTIMUM"),
+                    reason="needs the optimum environment (.ci/run builds it)")
 def test_optimum_export_of_the_real_minilm(tmp_path):
     result = pipeline.compress(None, output=tmp_path / "out", recipe=RECIPE)
     fp32 = result.stages[1]

@@ -1,0 +1,215 @@
+"""Task models: the objects an app calls (`.embed`, `.classify`, `.logits`, `.run`).
+
+A model is a session, a text encoder and a spec; nothing in it changes after it is built,
+so one model serves many threads (onnxruntime documents concurrent `Run` calls on one
+session as safe: https://onnxruntime.ai/docs/api/python/api_summary.html, "InferenceSession").
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import onnxruntime as ort
+from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
+
+from edgegolf.errors import BundleError, InputError
+from edgegolf.runtime.session import create_session
+from edgegolf.runtime.spec import ModelSpec
+from edgegolf.runtime.tokenize import TextEncoder, check_batch_size, check_texts, make_tokenizer
+
+__all__ = [
+    "ClassificationModel", "EmbeddingModel", "Prediction", "TaskModel", "make_tokenizer", "open_model",
+]
+
+log = logging.getLogger(__name__)
+
+POOLINGS = ("mean", "cls")
+
+
+@dataclass(frozen=True)
+class Prediction:
+    label: str
+    score: float  # softmax probability of `label`
+
+
+class TaskModel:
+    """What every bundle can do: tokenize (`encode`) and run the graph (`run`)."""
+
+    task: ClassVar[str] = ""
+
+    def __init__(self, session: ort.InferenceSession, encoder: TextEncoder, spec: ModelSpec,
+                 *, manifest: dict[str, Any] | None = None):
+        self.session = session
+        self.encoder = encoder
+        self.spec = spec
+        self.manifest = manifest  # the bundle's manifest when loaded from one
+        self._output_names = list(spec.output_names)
+        _check_graph(session, spec)
+
+    @property
+    def tokenizer(self):
+        """The `tokenizers.Tokenizer` with the bundle's truncation (do not reconfigure it)."""
+        return self.encoder.tokenizer
+
+    @property
+    def providers(self) -> list[str]:
+        return self.session.get_providers()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(task={self.spec.task!r}, inputs={list(self.spec.input_names)}, provider={self.providers[0]!r})"
+
+    def encode(self, texts: list[str], *, pad_to: int | None = None) -> dict[str, np.ndarray]:
+        return self.encoder.encode(texts, pad_to=pad_to)
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        """The graph's raw outputs (spec.output_names, in order) for feeds from `encode`."""
+        if not isinstance(feeds, dict):
+            raise InputError(f"feeds is a {type(feeds).__name__}; pass a dict of arrays named {list(self.spec.input_names)}")
+        names = set(feeds)
+        if names != set(self.spec.input_names):
+            raise InputError(f"feeds are named {sorted(names)}; the graph takes exactly {list(self.spec.input_names)}")
+        try:
+            return self.session.run(self._output_names, feeds)
+        except InvalidArgument as exc:  # wrong dtype or rank: the app's feeds, not the bundle
+            raise InputError(f"onnxruntime refused the feeds: {str(exc).splitlines()[0]}") from None
+
+    def _run_batches(self, texts: Sequence[str], batch_size: int) -> Iterator[tuple[list[np.ndarray], np.ndarray]]:
+        """(outputs, attention_mask) per batch of at most batch_size texts, in input order.
+
+        Input order is kept (no sorting by length): with dynamic int8 a text's output
+        depends on its batch neighbours, so grouping must not depend on the other texts' lengths.
+        """
+        texts = check_texts(texts)
+        batch_size = check_batch_size(batch_size)
+        for start in range(0, len(texts), batch_size):
+            feeds = self.encoder.encode(texts[start:start + batch_size])
+            yield self.session.run(self._output_names, feeds), feeds["attention_mask"]
+
+    def _wrong_task(self, method: str, needs: str) -> InputError:
+        return InputError(
+            f".{method}() needs a {needs} bundle, but this bundle's task is {self.spec.task!r}; "
+            f"use {_METHODS[self.spec.task]} or load a {needs} bundle"
+        )
+
+    def embed(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
+        raise self._wrong_task("embed", "feature-extraction")
+
+    def logits(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
+        raise self._wrong_task("logits", "text-classification")
+
+    def classify(self, texts: list[str], *, batch_size: int = 32) -> list[Prediction]:
+        raise self._wrong_task("classify", "text-classification")
+
+
+class EmbeddingModel(TaskModel):
+    """feature-extraction: one vector per text, pooled over its tokens and (per spec) L2-normalised."""
+
+    task = "feature-extraction"
+
+    def __init__(self, session, encoder, spec, *, manifest=None):
+        if spec.pooling not in POOLINGS:
+            raise BundleError(f"manifest pooling is {spec.pooling!r}; this runtime pools with {list(POOLINGS)}")
+        super().__init__(session, encoder, spec, manifest=manifest)
+
+    def embed(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
+        """float32 [len(texts), hidden]."""
+        parts = [self.pool(outputs, mask) for outputs, mask in self._run_batches(texts, batch_size)]
+        return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def pool(self, outputs: np.ndarray | Sequence[np.ndarray], attention_mask: np.ndarray) -> np.ndarray:
+        """Token states [batch, seq, hidden] to float32 [batch, hidden], the way `embed` does it.
+
+        `outputs` is the first graph output or the list of outputs. Mean pooling averages the
+        tokens the mask keeps, as sentence-transformers does (clamping the count at 1e-9);
+        normalising divides by the L2 norm clamped at 1e-12, as torch.nn.functional.normalize.
+        A 2-D output is taken as already pooled.
+        """
+        hidden = outputs if isinstance(outputs, np.ndarray) else outputs[0]
+        hidden = np.asarray(hidden, dtype=np.float32)
+        if hidden.ndim == 3:
+            if self.spec.pooling == "cls":
+                pooled = hidden[:, 0, :]
+            else:
+                mask = np.asarray(attention_mask, dtype=np.float32)
+                if mask.shape != hidden.shape[:2]:
+                    raise InputError(f"attention_mask has shape {mask.shape}; the token states need {hidden.shape[:2]}")
+                summed = np.matmul(mask[:, None, :], hidden)[:, 0, :]  # BLAS, not a [b, s, h] temporary
+                pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
+        elif hidden.ndim == 2:
+            pooled = hidden
+        else:
+            raise BundleError(f"the graph's {self.spec.output_names[0]!r} has rank {hidden.ndim}; expected [batch, seq, hidden]")
+        if self.spec.normalize:
+            pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+        return np.ascontiguousarray(pooled, dtype=np.float32)
+
+
+class ClassificationModel(TaskModel):
+    """text-classification: logits and softmax predictions over spec.labels."""
+
+    task = "text-classification"
+
+    def logits(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
+        """float32 [len(texts), len(labels)]."""
+        parts = [np.asarray(outputs[0], dtype=np.float32) for outputs, _ in self._run_batches(texts, batch_size)]
+        logits = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        if logits.ndim != 2 or (self.spec.labels and logits.shape[1] != len(self.spec.labels)):
+            raise BundleError(
+                f"the graph gives logits of shape {logits.shape}; the manifest names {len(self.spec.labels)} labels"
+            )
+        return logits
+
+    def classify(self, texts: list[str], *, batch_size: int = 32) -> list[Prediction]:
+        """The most probable label of each text, with its softmax probability."""
+        logits = self.logits(texts, batch_size=batch_size)
+        shifted = np.exp(logits - logits.max(axis=1, keepdims=True))  # stable softmax
+        probs = shifted / shifted.sum(axis=1, keepdims=True)
+        best = probs.argmax(axis=1)
+        labels = self.spec.labels or tuple(f"LABEL_{i}" for i in range(logits.shape[1]))
+        return [Prediction(labels[i], float(probs[row, i])) for row, i in enumerate(best)]
+
+
+MODELS: dict[str, type[TaskModel]] = {EmbeddingModel.task: EmbeddingModel, ClassificationModel.task: ClassificationModel}
+_METHODS = {EmbeddingModel.task: ".embed()", ClassificationModel.task: ".classify() or .logits()"}
+
+
+def _check_graph(session: ort.InferenceSession, spec: ModelSpec) -> None:
+    """The graph must take what the spec feeds and give what the spec reads."""
+    inputs = [i.name for i in session.get_inputs()]
+    outputs = {o.name: o for o in session.get_outputs()}
+    if set(inputs) != set(spec.input_names):
+        raise BundleError(f"the graph takes inputs {inputs}; the manifest feeds {list(spec.input_names)}")
+    missing = [n for n in spec.output_names if n not in outputs]
+    if missing:
+        raise BundleError(f"the graph has no outputs {missing}; it gives {list(outputs)}")
+    if spec.task == ClassificationModel.task and spec.labels:
+        width = outputs[spec.output_names[0]].shape[-1] if outputs[spec.output_names[0]].shape else None
+        if isinstance(width, int) and width != len(spec.labels):
+            raise BundleError(f"the graph gives {width} logits; the manifest names {len(spec.labels)} labels {list(spec.labels)}")
+
+
+def open_model(
+    onnx_path: str | os.PathLike[str],
+    tokenizer_path: str | os.PathLike[str],
+    spec: ModelSpec,
+    *,
+    threads: int | None = None,
+    providers: list[str] | None = None,
+) -> TaskModel:
+    """The task model for a graph and a tokenizer.json, without a manifest (pipeline, benchmarks)."""
+    if not isinstance(spec, ModelSpec):
+        raise BundleError(f"spec is a {type(spec).__name__}; expected a ModelSpec (ModelSpec.from_dict reads a manifest's)")
+    cls = MODELS.get(spec.task)
+    if cls is None:
+        raise BundleError(f"task {spec.task!r} has no runtime model; this runtime runs {sorted(MODELS)}")
+    encoder = make_tokenizer(tokenizer_path, spec)
+    session = create_session(onnx_path, threads=threads, providers=providers)
+    model = cls(session, encoder, spec)
+    log.debug("opened %r from %s", model, Path(onnx_path).name)
+    return model
