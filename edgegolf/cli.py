@@ -47,7 +47,7 @@ def _pipeline():
         from edgegolf import pipeline
     except ImportError as exc:
         raise MissingExtraError(
-            f"this command needs the 'compress' extra ({exc.name} is not installed): pip install 'edgegolf[compress]'"
+            f"this command needs the 'compress' extra ({exc.name or exc}): pip install 'edgegolf[compress]'"
         ) from None
     return pipeline
 
@@ -62,6 +62,8 @@ def compress(
     recipe: Annotated[Optional[Path], typer.Option(help="Recipe TOML; flags below override its fields.")] = None,
     budget: Annotated[Optional[str], typer.Option(
         help="Limits, e.g. 'size<=24MB,zstd<=20MB,p50<=8ms,p95<=10ms,memory<=300MB,drop<=0.5'.")] = None,
+    prune: Annotated[Optional[str], typer.Option(
+        help="Structured pruning, e.g. 'layers=3,heads=0.5,ffn=0.5,vocab=corpus.txt' (fractions are kept).")] = None,
     quantize: Annotated[Optional[str], typer.Option(
         help="default | int8-dynamic | int8-static | int4 | fp16 | none.")] = None,
     calibration: Annotated[Optional[str], typer.Option(
@@ -86,7 +88,10 @@ def compress(
     Exit codes: 0 fits the budget (or no budget), 3 does not fit, 2 bad input or other error.
     """
     pipeline = _pipeline()
+    from edgegolf.compression.prune import parse_prune_spec
+
     overrides = {
+        "prune": parse_prune_spec(prune).to_dict() if prune is not None else None,
         "quantize.scheme": quantize,
         "quantize.method": calibration,
         "quantize.block_size": block_size,
@@ -103,6 +108,24 @@ def compress(
     )
     _print_result(result)
     raise typer.Exit(EXIT_FITS if not result.verdict.has_budget or result.verdict.fits else EXIT_DOES_NOT_FIT)
+
+
+@app.command("prune")
+def prune_command(
+    source: Annotated[Optional[str], typer.Argument(
+        help="A Hugging Face model folder or hub id; omit for the bundled all-MiniLM-L6-v2.")] = None,
+    spec: Annotated[str, typer.Option(
+        help="What to cut, e.g. 'layers=3,heads=0.5,ffn=0.5,vocab=corpus.txt' (fractions are kept).")] = ...,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Hugging Face model folder to write.")] = ...,
+    data: Annotated[str, typer.Option(help="Calibration texts: bbc-news or a folder of class sub-folders.")] = "bbc-news",
+    calibration_size: Annotated[int, typer.Option(help="Train-split texts that measure importance.")] = 64,
+    force: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+) -> None:
+    """Prune a model structurally (layers, heads, FFN neurons, vocabulary) and write a Hugging Face folder."""
+    report = _pipeline().prune(source, spec=spec, output=output, data=data, calibration_size=calibration_size,
+                               force=force)
+    print(f"pruned {report.params_before:,} -> {report.params_after:,} parameters "
+          f"({report.params_after / report.params_before:.0%}); written to {output}/ (prune_report.json has the rankings)")
 
 
 def _print_result(result) -> None:

@@ -35,7 +35,7 @@ from edgegolf.progress import track
 from edgegolf.recipe import Budget, Recipe, load_recipe_file, quant_config
 from edgegolf.runtime.manifest import sha256_file
 from edgegolf.runtime.models import TaskModel, open_model
-from edgegolf.runtime.tokenize import make_tokenizer
+from edgegolf.runtime.tokenize import TextEncoder, make_tokenizer
 from edgegolf.runtime.spec import ModelSpec
 from edgegolf.source import Source, resolve_source
 from edgegolf.tasks import get_task, infer_task
@@ -132,7 +132,8 @@ class _Run:
     """State shared by the stages of one compress run."""
 
     def __init__(self, recipe: Recipe, profile: DeviceProfile, split: Split, adapter: TaskAdapter,
-                 teacher, tokenizer_json: Path, spec: ModelSpec, source_dir: Path, trust_remote_code: bool):
+                 teacher, teacher_json: Path, teacher_encoder: TextEncoder, source_dir: Path,
+                 trust_remote_code: bool):
         self.recipe = recipe
         self.source_dir = source_dir
         self.trust_remote_code = trust_remote_code
@@ -140,8 +141,12 @@ class _Run:
         self.split = split
         self.adapter = adapter
         self.teacher = teacher
-        self.tokenizer_json = tokenizer_json
-        self.spec = spec
+        self.teacher_encoder = teacher_encoder
+        self.teacher_json = teacher_json
+        # The model that is exported, and what feeds it: the teacher itself unless pruned.
+        self.student = teacher
+        self.tokenizer_json: Path | None = None
+        self.spec = teacher_encoder.spec
         self.eval_threads = os.cpu_count() or 1
         # the budget's device first, then the ones timed for the report
         self.profiles = [profile] + [get_profile(name) for name in recipe.bench.also if name != profile.name]
@@ -172,10 +177,11 @@ class _Run:
         files = [onnx_path, self.tokenizer_json]  # measure_size adds external data files
         return self._stage(name, description, files, latency, rss, metrics, reference)
 
-    def measure_teacher(self, source: Source, encoder: TaskModel) -> StageResult:
+    def measure_teacher(self, source: Source) -> StageResult:
         import torch
 
         bench = self.recipe.bench
+        encoder = self.teacher_encoder
         self.teacher_outputs = self.outputs_of(
             lambda text: self.adapter.teacher_item(self.teacher, encoder, text), "teacher")
         metrics = self.adapter.score(self.teacher_outputs, self.teacher_outputs, self.split, self.teacher.config)
@@ -194,8 +200,9 @@ class _Run:
                 torch.set_num_threads(threads)
         rss = peak_rss_torch(source.path, self.spec.task, threads=self.profile.threads, batch=bench.batch,
                              seq=bench.seq, texts=self.bench_texts, cores=self.profile.cores)
-        return self._stage("teacher", f"PyTorch fp32 {type(self.teacher).__name__}", _weight_files(source.path),
-                           latency, rss, metrics, False)
+        files = _weight_files(source.path) + [self.teacher_json]
+        return self._stage("teacher", f"PyTorch fp32 {type(self.teacher).__name__}", files, latency, rss, metrics,
+                           False)
 
     def _stage(self, name, description, files, latency: dict[str, LatencyStats], rss, metrics, reference):
         main = latency.pop(self.profile.name)
@@ -276,21 +283,27 @@ def compress(
             raise SourceError(f"cannot load the tokenizer in {str(src.path)!r}: {str(exc).splitlines()[0]}") from None
         if not getattr(tokenizer, "is_fast", False):
             raise SourceError(f"the tokenizer of {src.name!r} has no fast (tokenizer.json) version; the runtime needs one")
-        tokenizer_dir = work / "tokenizer"
-        tokenizer.save_pretrained(str(tokenizer_dir))
-        tokenizer_json = tokenizer_dir / "tokenizer.json"
         input_names = adapter.input_names(teacher, tokenizer)
-        spec = adapter.model_spec(teacher, tokenizer, input_names, recipe_.export.max_length)
-        run = _Run(recipe_, profile, split, adapter, teacher, tokenizer_json, spec, src.path, trust_remote_code)
+        teacher_json = _save_tokenizer(tokenizer, work / "teacher-tokenizer")
+        teacher_spec = adapter.model_spec(teacher, tokenizer, input_names, recipe_.export.max_length)
+        run = _Run(recipe_, profile, split, adapter, teacher, teacher_json, make_tokenizer(teacher_json, teacher_spec),
+                   src.path, trust_remote_code)
         run.record("load", {"source": src.to_dict(), "task": task_name, "model_class": type(teacher).__name__},
                    {"parameters": int(sum(p.numel() for p in teacher.parameters()))}, t,
-                   _weight_files(src.path), [tokenizer_json])
+                   _weight_files(src.path), [teacher_json])
+        stages = [run.measure_teacher(src)]
+
+        student_tokenizer = _prune(run, tokenizer)
+        tokenizer_dir = work / "tokenizer"  # what the bundle ships: the student's tokenizer
+        run.tokenizer_json = _save_tokenizer(student_tokenizer, tokenizer_dir)
+        run.spec = adapter.model_spec(run.student, student_tokenizer, input_names, recipe_.export.max_length)
+        spec = run.spec
 
         fp32_path, export_report = _export(run, work)
-        encoder = open_model(fp32_path, tokenizer_json, spec, threads=run.eval_threads)
-        stages = [run.measure_teacher(src, encoder)]
         stages.append(run.measure_onnx("onnx-fp32", "plain fp32 ONNX export", fp32_path))
         stages[-1].notes.append(f"max abs diff to PyTorch {export_report.max_abs_diff:.2e}")
+        if run.student is not teacher:
+            stages[-1].description = "fp32 ONNX export of the pruned model"
 
         graph = _optimize(run, work, fp32_path, stages)
         quantized = _quantize(run, work, graph, quant, stages)
@@ -316,7 +329,7 @@ def compress(
             raise RecipeError("graphs with external data are not bundled yet; the model is too large for one file")
         for file in tokenizer_dir.iterdir():
             shutil.copyfile(file, writer.staging / file.name)
-        config.save_pretrained(str(writer.staging))
+        run.student.config.save_pretrained(str(writer.staging))
         result = CompressResult(output, task_name, src, recipe_, budget_, profile, stages, verdict, {})
         from edgegolf.report import markdown_report, recipe_toml
 
@@ -363,17 +376,39 @@ def _export(run: _Run, work: Path):
 
         report = export_with_optimum(
             run.source_dir, work / "optimum", task=run.spec.task, opset=settings.opset,
-            reference=lambda feeds: run.adapter.torch_outputs(run.teacher, feeds), verify_feeds=verify,
+            reference=lambda feeds: run.adapter.torch_outputs(run.student, feeds), verify_feeds=verify,
             atol=settings.atol, input_names=list(run.spec.input_names), output_names=list(run.spec.output_names),
             trust_remote_code=run.trust_remote_code)
     else:
-        report = export_onnx(run.adapter.export_module(run.teacher), work / "model-fp32.onnx",
+        report = export_onnx(run.adapter.export_module(run.student), work / "model-fp32.onnx",
                              input_names=list(run.spec.input_names), output_names=list(run.spec.output_names),
                              sample_feeds=sample, verify_feeds=verify, opset=settings.opset, atol=settings.atol)
     run.record("export", {"exporter": settings.exporter, "opset": settings.opset, "atol": settings.atol,
                           "max_length": run.spec.max_length},
                {"max_abs_diff": report.max_abs_diff}, t, [], [report.path])
     return report.path, report
+
+
+def _save_tokenizer(tokenizer, folder: Path) -> Path:
+    tokenizer.save_pretrained(str(folder))
+    return folder / "tokenizer.json"
+
+
+def _prune(run: _Run, tokenizer):
+    """Structured pruning of the student (a copy; the teacher stays whole). Returns its tokenizer."""
+    from edgegolf.compression.prune import prune_config_from_dict, prune_model
+
+    if not run.recipe.prune:
+        return tokenizer
+    config = prune_config_from_dict(run.recipe.prune)
+    t = time.perf_counter()
+    calibration = list(run.split.train.texts[: run.recipe.evaluate.calibration_size])
+    run.student, tokenizer, report = prune_model(run.teacher, tokenizer, config, calibration_texts=calibration,
+                                                 max_length=run.recipe.export.max_length)
+    details = report.to_dict()
+    log.info("pruned: %d -> %d parameters", report.params_before, report.params_after)
+    run.record("prune", config.to_dict(), details, t, [], [])
+    return tokenizer
 
 
 def _optimize(run: _Run, work: Path, fp32_path: Path, stages: list[StageResult]) -> Path:
@@ -385,13 +420,15 @@ def _optimize(run: _Run, work: Path, fp32_path: Path, stages: list[StageResult])
     from edgegolf.export.optimize import optimize_graph
 
     t = time.perf_counter()
-    config = run.teacher.config
+    from edgegolf.compression.prune import attention_dims
+
+    config = run.student.config
+    num_heads, hidden_size = attention_dims(config)  # head-pruned models: the true attention width
     report = optimize_graph(fp32_path, work / "model-optimized.onnx", model_type=_ort_model_type(config),
-                            num_heads=getattr(config, "num_attention_heads", 0) or 0,
-                            hidden_size=getattr(config, "hidden_size", 0) or 0)
+                            num_heads=num_heads, hidden_size=hidden_size)
     encoder = make_tokenizer(run.tokenizer_json, run.spec)
     texts = list(run.split.train.texts[:4])
-    diff = verify_onnx(report.path, lambda feeds: run.adapter.torch_outputs(run.teacher, feeds),
+    diff = verify_onnx(report.path, lambda feeds: run.adapter.torch_outputs(run.student, feeds),
                        [encoder.encode(texts[:1]), encoder.encode([texts[1], texts[2][:80]])],
                        atol=run.recipe.export.atol, output_names=list(run.spec.output_names))
     stage = run.measure_onnx("onnx-optimized", "onnxruntime transformer fusions", report.path)
@@ -409,7 +446,7 @@ def _optimize(run: _Run, work: Path, fp32_path: Path, stages: list[StageResult])
 
 
 def _quantize(run: _Run, work: Path, graph: Path, quant, stages: list[StageResult]) -> Path | None:
-    from edgegolf.compress.quantize import NoQuant, quantize
+    from edgegolf.compression.quantize import NoQuant, quantize
 
     if isinstance(quant, NoQuant):
         run.record("quantize", {"scheme": "none"}, {}, time.perf_counter(), [], [])
@@ -456,3 +493,19 @@ def _versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return versions
+
+
+def prune(source: str | Path | None = None, *, spec: str | dict, output: str | Path, data: str = "bbc-news",
+          calibration_size: int = 64, seed: int = 0, force: bool = False):
+    """Prune a model on its own and write a Hugging Face folder (`edgegolf prune`).
+
+    Importance is measured on `calibration_size` texts of the train split of `data` (the
+    same seeded split `compress` evaluates on, so the held-out texts stay unseen).
+    """
+    from edgegolf.compression.prune import parse_prune_spec, prune_config_from_dict, prune_folder
+
+    config = parse_prune_spec(spec) if isinstance(spec, str) else prune_config_from_dict(spec)
+    check_output(Path(output), force)
+    src = resolve_source(source)
+    split = stratified_split(load_labelled_texts(data), test_fraction=0.3, seed=seed)
+    return prune_folder(src.path, output, config, list(split.train.texts[:calibration_size]), force=force)

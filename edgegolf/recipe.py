@@ -142,11 +142,12 @@ class Recipe:
     task: str | None = None  # None: inferred from the model's config
     export: ExportSettings = field(default_factory=ExportSettings)
     optimize: OptimizeSettings = field(default_factory=OptimizeSettings)
+    prune: dict[str, Any] = field(default_factory=dict)  # edgegolf.compression.prune.PruneConfig fields
     quantize: dict[str, Any] = field(default_factory=lambda: {"scheme": "default"})
     evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
     bench: BenchSettings = field(default_factory=BenchSettings)
 
-    SECTIONS = ("task", "export", "optimize", "quantize", "evaluate", "bench", "budget")
+    SECTIONS = ("task", "prune", "export", "optimize", "quantize", "evaluate", "bench", "budget")
 
     @classmethod
     def from_dict(cls, data: Any) -> "Recipe":
@@ -158,6 +159,11 @@ class Recipe:
         task = data.get("task")
         if task is not None:
             task = _typed("recipe", "task", task, str, choices=TASK_NAMES)
+        from edgegolf.compression.prune import prune_config_from_dict
+
+        prune = data.get("prune") or {}
+        if prune:
+            prune = prune_config_from_dict(prune).to_dict()  # validated and normalised
         quantize = data.get("quantize", {})
         if not isinstance(quantize, dict):
             raise RecipeError(f"recipe [quantize] must be a table, got {quantize!r}")
@@ -165,6 +171,7 @@ class Recipe:
         quant_config(quantize)  # validates the scheme and its fields now, before any work
         return cls(
             task=task,
+            prune=prune,
             export=ExportSettings.from_dict(data.get("export", {})),
             optimize=OptimizeSettings.from_dict(data.get("optimize", {})),
             quantize=quantize,
@@ -240,7 +247,7 @@ class Budget:
 def quant_config(table: dict[str, Any]):
     """The quantization config a [quantize] table asks for. "default" is edgegolf's tuned
     int8; fields given beside it (such as exclude) adjust that default."""
-    from edgegolf.compress import quantize
+    from edgegolf.compression import quantize
 
     if table.get("scheme") == "default":
         return quantize.config_from_dict({**quantize.config_to_dict(quantize.default_int8()),
@@ -260,6 +267,10 @@ def load_recipe_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"recipe file {str(path)!r} is not valid TOML: {exc}") from None
     budget = data.pop("budget", {})
+    prune = data.get("prune")
+    if isinstance(prune, dict) and isinstance(prune.get("vocab"), str):
+        # a corpus path in a recipe is relative to the recipe file, not to where edgegolf runs
+        prune["vocab"] = str((path.parent / Path(prune["vocab"]).expanduser()).resolve())
     return data, budget
 
 

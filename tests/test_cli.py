@@ -99,3 +99,40 @@ def test_console_script_help():
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}, timeout=120)
     assert result.returncode == 0
     assert "--budget" in result.stdout and "Exit codes" in result.stdout
+
+
+BLOCK_TORCH = """
+import importlib.abc, sys
+class Blocker(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers"):
+            raise ImportError(f"No module named {name!r}", name=name)
+sys.meta_path.insert(0, Blocker())
+sys.argv = ["edgegolf", "compress", "-o", sys.argv[1]]
+from edgegolf.cli import main
+main()
+"""
+
+
+def test_pipeline_command_without_the_extra_names_it(tmp_path):
+    """`pip install edgegolf` has the CLI but not the pipeline: say which extra to install."""
+    done = subprocess.run([sys.executable, "-c", BLOCK_TORCH, str(tmp_path / "out")], capture_output=True, text=True,
+                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}, timeout=120)
+    assert done.returncode == EXIT_ERROR
+    assert "needs the 'compress' extra" in done.stderr and "pip install 'edgegolf[compress]'" in done.stderr
+    assert "Traceback" not in done.stderr
+
+
+def test_prune_command_writes_a_loadable_folder(tiny_bert, tmp_path, capsys):
+    from edgegolf.compression.prune import load_pruned
+
+    out = tmp_path / "pruned"
+    code, stdout, stderr = run_cli(["prune", tiny_bert, "--spec", "layers=1,ffn=0.5", "-o", out], capsys)
+    assert code == EXIT_FITS, stderr
+    assert "parameters" in stdout
+    model = load_pruned(out)
+    assert model.config.num_hidden_layers == 1 and model.config.intermediate_size == 32
+    code, _, stderr = run_cli(["prune", tiny_bert, "--spec", "layers=1", "-o", out], capsys)
+    assert code == EXIT_ERROR and "already exists" in stderr
+    code, _, stderr = run_cli(["prune", tiny_bert, "--spec", "layerz=1", "-o", tmp_path / "x"], capsys)
+    assert code == EXIT_ERROR and "layerz" in stderr and not (tmp_path / "x").exists()

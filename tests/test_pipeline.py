@@ -91,3 +91,23 @@ def test_force_replaces_and_classification_runs(tiny_classifier, tmp_path):
     assert 0 <= teacher.metrics["accuracy"] <= 100
     predictions = load(out).classify(["Shares fell sharply.", "The striker scored."])
     assert [p.label in {"business", "entertainment", "politics", "sports", "tech"} for p in predictions] == [True, True]
+
+
+def test_pruned_student_is_exported_and_measured_against_the_teacher(tiny_bert, tmp_path, capsys):
+    from tests.cli_helpers import run_cli
+
+    out = tmp_path / "pruned"
+    code, stdout, stderr = run_cli(["compress", tiny_bert, "-o", out, "--prune", "layers=1,heads=0.5,ffn=0.5",
+                                    "--quantize", "none", "--eval-limit", "40"], capsys)
+    assert code == 0, stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    prune = next(r for r in manifest["provenance"] if r["stage"] == "prune")
+    assert prune["settings"] == {"layers": 1, "heads": 0.5, "ffn": 0.5}
+    assert prune["measured"]["params_after"] < prune["measured"]["params_before"]
+    stages = manifest["stages"]
+    assert stages["onnx-fp32"]["size_bytes"] < stages["teacher"]["size_bytes"]
+    # fidelity is to the unpruned teacher (an unpruned export agrees to ~1e-7)
+    assert stages["onnx-fp32"]["metrics"]["fidelity_mean_cosine"] < 0.99999
+    config = json.loads((out / "config.json").read_text())
+    assert config["num_hidden_layers"] == 1 and config["num_attention_heads"] == 1
+    assert load(out).embed(["Shares fell."]).shape == (1, 32)

@@ -24,7 +24,7 @@ from edgegolf.runtime.spec import ModelSpec
 from edgegolf.runtime.tokenize import TextEncoder, check_batch_size, check_texts, make_tokenizer
 
 __all__ = [
-    "ClassificationModel", "EmbeddingModel", "Prediction", "TaskModel", "make_tokenizer", "open_model",
+    "ClassificationModel", "EmbeddingModel", "Prediction", "TaskModel", "make_tokenizer", "open_model", "pool",
 ]
 
 log = logging.getLogger(__name__)
@@ -123,31 +123,8 @@ class EmbeddingModel(TaskModel):
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
 
     def pool(self, outputs: np.ndarray | Sequence[np.ndarray], attention_mask: np.ndarray) -> np.ndarray:
-        """Token states [batch, seq, hidden] to float32 [batch, hidden], the way `embed` does it.
-
-        `outputs` is the first graph output or the list of outputs. Mean pooling averages the
-        tokens the mask keeps, as sentence-transformers does (clamping the count at 1e-9);
-        normalising divides by the L2 norm clamped at 1e-12, as torch.nn.functional.normalize.
-        A 2-D output is taken as already pooled.
-        """
-        hidden = outputs if isinstance(outputs, np.ndarray) else outputs[0]
-        hidden = np.asarray(hidden, dtype=np.float32)
-        if hidden.ndim == 3:
-            if self.spec.pooling == "cls":
-                pooled = hidden[:, 0, :]
-            else:
-                mask = np.asarray(attention_mask, dtype=np.float32)
-                if mask.shape != hidden.shape[:2]:
-                    raise InputError(f"attention_mask has shape {mask.shape}; the token states need {hidden.shape[:2]}")
-                summed = np.matmul(mask[:, None, :], hidden)[:, 0, :]  # BLAS, not a [b, s, h] temporary
-                pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
-        elif hidden.ndim == 2:
-            pooled = hidden
-        else:
-            raise BundleError(f"the graph's {self.spec.output_names[0]!r} has rank {hidden.ndim}; expected [batch, seq, hidden]")
-        if self.spec.normalize:
-            pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
-        return np.ascontiguousarray(pooled, dtype=np.float32)
+        """Token states [batch, seq, hidden] to float32 [batch, hidden], the way `embed` does it."""
+        return pool(outputs, attention_mask, self.spec)
 
 
 class ClassificationModel(TaskModel):
@@ -192,6 +169,35 @@ def _check_graph(session: ort.InferenceSession, spec: ModelSpec) -> None:
         width = outputs[spec.output_names[0]].shape[-1] if outputs[spec.output_names[0]].shape else None
         if isinstance(width, int) and width != len(spec.labels):
             raise BundleError(f"the graph gives {width} logits; the manifest names {len(spec.labels)} labels {list(spec.labels)}")
+
+
+def pool(outputs: np.ndarray | Sequence[np.ndarray], attention_mask: np.ndarray, spec: ModelSpec) -> np.ndarray:
+    """Token states [batch, seq, hidden] to float32 [batch, hidden] per the spec's pooling.
+
+    `outputs` is the first graph output or the list of outputs. Mean pooling averages the
+    tokens the mask keeps, as sentence-transformers does (clamping the count at 1e-9);
+    normalising divides by the L2 norm clamped at 1e-12, as torch.nn.functional.normalize.
+    A 2-D output is taken as already pooled. The pipeline pools PyTorch outputs with this
+    same function, so teacher and artifact are compared after identical post-processing.
+    """
+    hidden = outputs if isinstance(outputs, np.ndarray) else outputs[0]
+    hidden = np.asarray(hidden, dtype=np.float32)
+    if hidden.ndim == 3:
+        if spec.pooling == "cls":
+            pooled = hidden[:, 0, :]
+        else:
+            mask = np.asarray(attention_mask, dtype=np.float32)
+            if mask.shape != hidden.shape[:2]:
+                raise InputError(f"attention_mask has shape {mask.shape}; the token states need {hidden.shape[:2]}")
+            summed = np.matmul(mask[:, None, :], hidden)[:, 0, :]  # BLAS, not a [b, s, h] temporary
+            pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
+    elif hidden.ndim == 2:
+        pooled = hidden
+    else:
+        raise BundleError(f"the graph's {spec.output_names[0]!r} has rank {hidden.ndim}; expected [batch, seq, hidden]")
+    if spec.normalize:
+        pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
+    return np.ascontiguousarray(pooled, dtype=np.float32)
 
 
 def open_model(

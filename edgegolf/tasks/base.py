@@ -18,6 +18,7 @@ import torch
 from edgegolf.data import Split
 from edgegolf.errors import SourceError
 from edgegolf.runtime.models import TaskModel
+from edgegolf.runtime.tokenize import TextEncoder
 from edgegolf.runtime.spec import ModelSpec
 
 log = logging.getLogger(__name__)
@@ -39,11 +40,14 @@ class TaskAdapter:
     def load_model(self, path: str | Path, *, trust_remote_code: bool = False, allow_pickle: bool = False):
         import transformers
 
+        from edgegolf.compression.prune import load_pruned
+
         auto = getattr(transformers, self.auto_class)
         try:
-            # eager attention: onnxruntime's fusions recognise its pattern (facts.md)
-            model = auto.from_pretrained(
-                str(path), attn_implementation="eager", trust_remote_code=trust_remote_code,
+            # eager attention: onnxruntime's fusions recognise its pattern (facts.md).
+            # load_pruned is from_pretrained that also rebuilds head-pruned folders.
+            model = load_pruned(
+                str(path), auto, attn_implementation="eager", trust_remote_code=trust_remote_code,
                 use_safetensors=None if allow_pickle else True,
             )
         except OSError as exc:
@@ -54,8 +58,9 @@ class TaskAdapter:
                     "convert them to safetensors, or pass --allow-pickle if you trust the source"
                 ) from None
             raise SourceError(f"cannot load a {self.auto_class} model from {str(path)!r}: {first}") from None
-        except ValueError as exc:
-            raise SourceError(f"cannot load a {self.auto_class} model from {str(path)!r}: {exc}") from None
+        except (ValueError, RuntimeError) as exc:  # RuntimeError: weights that do not fit the config
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise SourceError(f"cannot load a {self.auto_class} model from {str(path)!r}: {first}") from None
         model.eval()
         return model
 
@@ -97,8 +102,8 @@ class TaskAdapter:
             outputs = module(*(torch.from_numpy(feeds[name]) for name in INPUT_ORDER if name in feeds))
         return [o.float().numpy() for o in outputs]
 
-    def teacher_item(self, model, runtime_model: TaskModel, text: str) -> np.ndarray:
-        """The teacher's per-text result, pre- and post-processed by the runtime."""
+    def teacher_item(self, model, encoder: TextEncoder, text: str) -> np.ndarray:
+        """A PyTorch model's per-text result, pre- and post-processed as the runtime does."""
         raise NotImplementedError
 
     def artifact_item(self, runtime_model: TaskModel, text: str) -> np.ndarray:

@@ -11,7 +11,8 @@ import numpy as np
 import torch
 
 from edgegolf.data import Split
-from edgegolf.runtime.models import TaskModel
+from edgegolf.runtime.models import TaskModel, pool
+from edgegolf.runtime.tokenize import TextEncoder
 from edgegolf.tasks.base import Outputs, TaskAdapter, cosine_rows
 
 
@@ -38,13 +39,43 @@ class FeatureExtraction(TaskAdapter):
     def export_module(self, model) -> torch.nn.Module:
         return _LastHiddenState(model)
 
-    def teacher_item(self, model, runtime_model: TaskModel, text: str) -> np.ndarray:
-        feeds = runtime_model.encode([text])
+    def teacher_item(self, model, encoder: TextEncoder, text: str) -> np.ndarray:
+        feeds = encoder.encode([text])
         hidden = self.torch_outputs(model, feeds)[0]
-        return runtime_model.pool(hidden, feeds["attention_mask"])[0]
+        return pool(hidden, feeds["attention_mask"], encoder.spec)[0]
 
     def artifact_item(self, runtime_model: TaskModel, text: str) -> np.ndarray:
         return runtime_model.embed([text])[0]
+
+    # --- distillation -------------------------------------------------------------------
+    def distill_view(self, outputs, attention_mask: torch.Tensor, config, layers: list[int] | None
+                     ) -> dict[str, torch.Tensor]:
+        """What the distillation loss compares: the pooled embedding (+ mapped hidden states)."""
+        from edgegolf.compression.distill.losses import mapped_hidden_states, mean_pool
+
+        view = {"pooled": mean_pool(outputs.last_hidden_state, attention_mask)}
+        if layers:
+            view["hidden"] = mapped_hidden_states(outputs, layers)
+        return view
+
+    def distill_loss(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor],
+                     attention_mask: torch.Tensor, config, labels: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """Cosine (or MSE) between pooled embeddings, plus hidden_weight x MSE of mapped layers.
+
+        Cosine is the direct objective: the deployed embedding is L2-normalised, so only its
+        direction matters. Labels carry no signal for an embedding model and are ignored.
+        """
+        from edgegolf.compression.distill.losses import cosine_loss, masked_hidden_mse, mse_loss
+
+        pooled = (cosine_loss if config.loss == "cosine" else mse_loss)(student["pooled"], teacher["pooled"])
+        parts = {config.loss: float(pooled.detach())}
+        loss = pooled
+        if "hidden" in student and config.hidden_weight > 0:
+            hidden = masked_hidden_mse(student["hidden"], teacher["hidden"], attention_mask)
+            parts["hidden_mse"] = float(hidden.detach())
+            loss = loss + config.hidden_weight * hidden
+        return loss, parts
 
     def score(self, teacher: Outputs, candidate: Outputs, split: Split, model_config) -> dict[str, float]:
         cosine = cosine_rows(teacher.all, candidate.all)

@@ -11,6 +11,7 @@ import torch
 
 from edgegolf.data import Split
 from edgegolf.runtime.models import TaskModel
+from edgegolf.runtime.tokenize import TextEncoder
 from edgegolf.tasks.base import Outputs, TaskAdapter, cosine_rows
 
 
@@ -46,11 +47,55 @@ class TextClassification(TaskAdapter):
     def export_module(self, model) -> torch.nn.Module:
         return _Logits(model)
 
-    def teacher_item(self, model, runtime_model: TaskModel, text: str) -> np.ndarray:
-        return self.torch_outputs(model, runtime_model.encode([text]))[0][0]
+    def teacher_item(self, model, encoder: TextEncoder, text: str) -> np.ndarray:
+        return self.torch_outputs(model, encoder.encode([text]))[0][0]
 
     def artifact_item(self, runtime_model: TaskModel, text: str) -> np.ndarray:
         return runtime_model.logits([text])[0]
+
+    # --- distillation -------------------------------------------------------------------
+    def distill_view(self, outputs, attention_mask: torch.Tensor, config, layers: list[int] | None
+                     ) -> dict[str, torch.Tensor]:
+        """What the distillation loss compares: the logits (+ mapped hidden states)."""
+        from edgegolf.compression.distill.losses import mapped_hidden_states
+
+        view = {"logits": outputs.logits}
+        if layers:
+            view["hidden"] = mapped_hidden_states(outputs, layers)
+        return view
+
+    def distill_label_ids(self, model_config, labels) -> list[int] | None:
+        """Class ids of the data's labels in the model's label order; -1 where unknown.
+
+        None when no label names the model knows: then only the teacher's logits teach.
+        """
+        if labels is None:
+            return None
+        names = model_labels(model_config)
+        ids = [names.index(str(label)) if str(label) in names else -1 for label in labels]
+        return ids if any(i >= 0 for i in ids) else None
+
+    def distill_loss(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor],
+                     attention_mask: torch.Tensor, config, labels: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """KL on temperature-softened logits; with known labels, (1 - w) KL + w CE (w = label_weight).
+
+        Plus hidden_weight x MSE of mapped hidden states when asked.
+        """
+        from edgegolf.compression.distill.losses import hard_label_ce, masked_hidden_mse, soft_kl
+
+        kl = soft_kl(student["logits"], teacher["logits"], config.temperature)
+        parts = {"kl": float(kl.detach())}
+        loss = kl
+        if labels is not None and bool((labels >= 0).any()) and config.label_weight > 0:
+            ce = hard_label_ce(student["logits"], labels)
+            parts["ce"] = float(ce.detach())
+            loss = (1.0 - config.label_weight) * kl + config.label_weight * ce
+        if "hidden" in student and config.hidden_weight > 0:
+            hidden = masked_hidden_mse(student["hidden"], teacher["hidden"], attention_mask)
+            parts["hidden_mse"] = float(hidden.detach())
+            loss = loss + config.hidden_weight * hidden
+        return loss, parts
 
     def score(self, teacher: Outputs, candidate: Outputs, split: Split, model_config) -> dict[str, float]:
         labels = model_labels(model_config)

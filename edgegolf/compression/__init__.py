@@ -1,0 +1,1 @@
+"""Model transformations: post-training quantization (quantize.py)."""

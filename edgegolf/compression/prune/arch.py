@@ -1,0 +1,182 @@
+"""How each architecture family is laid out, so the pruning code can cut any of them.
+
+A `Family` names where the layers live, which projections carry the attention heads and
+the feed-forward neurons, and which config keys record their sizes. Cutting is done by
+`Proj.keep_outputs` / `Proj.keep_inputs`, which slice a Linear (or GPT-2's Conv1D) in place,
+so hooks and parent modules keep pointing at the same objects.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from edgegolf.errors import PruneError
+
+
+@dataclass
+class Proj:
+    """A projection inside a block, addressed as `parent.name`: an nn.Linear or a GPT-2 Conv1D."""
+
+    parent: nn.Module
+    name: str
+
+    @property
+    def module(self) -> nn.Module:
+        return getattr(self.parent, self.name)
+
+    @property
+    def transposed(self) -> bool:
+        # GPT-2's Conv1D stores its weight as (in, out), nn.Linear as (out, in)
+        return not isinstance(self.module, nn.Linear)
+
+    def weight_out_in(self) -> torch.Tensor:
+        w = self.module.weight
+        return w.t() if self.transposed else w
+
+    def keep_outputs(self, index: torch.Tensor) -> None:
+        m = self.module
+        with torch.no_grad():
+            if self.transposed:
+                m.weight = nn.Parameter(m.weight[:, index].clone())
+                m.nf = len(index)
+            else:
+                m.weight = nn.Parameter(m.weight[index].clone())
+                m.out_features = len(index)
+            if m.bias is not None:
+                m.bias = nn.Parameter(m.bias[index].clone())
+
+    def keep_inputs(self, index: torch.Tensor) -> None:
+        m = self.module
+        with torch.no_grad():
+            if self.transposed:
+                m.weight = nn.Parameter(m.weight[index].clone())
+                m.nx = len(index)
+            else:
+                m.weight = nn.Parameter(m.weight[:, index].clone())
+                m.in_features = len(index)
+
+
+@dataclass(frozen=True)
+class HeadShape:
+    num_heads: int  # query heads
+    num_kv_heads: int  # key/value heads (== num_heads without grouped-query attention)
+    head_dim: int
+
+    @property
+    def group_size(self) -> int:
+        return self.num_heads // self.num_kv_heads
+
+
+def head_columns(heads: list[int], head_dim: int, offset: int = 0) -> torch.Tensor:
+    """Output columns of a projection that belong to `heads` (in the order given)."""
+    return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads]) + offset
+
+
+class Family:
+    """One architecture family. Subclasses fill in the names; methods default to the common case."""
+
+    name = ""
+    model_types: tuple[str, ...] = ()
+    layers_path = ""  # from the base model to the nn.ModuleList of blocks
+    config_keys: dict[str, str] = {}  # layers / heads / kv_heads / ffn -> config attribute
+    stock_heads = False  # True when the stock class rebuilds a pruned head count from config alone
+    vocab_pruning = True  # WordPiece vocabulary pruning is supported for this family's tokenizers
+
+    # --- layers -------------------------------------------------------------------------
+    def layer_list(self, base: nn.Module) -> nn.ModuleList:
+        node: Any = base
+        for part in self.layers_path.split("."):
+            node = getattr(node, part)
+        return node
+
+    def set_layers(self, base: nn.Module, kept: list[int]) -> None:
+        """Keep the blocks at positions `kept` of the current list, in that order."""
+        blocks = self.layer_list(base)
+        self.set_layer_list(base, [blocks[i] for i in kept])
+
+    def set_layer_list(self, base: nn.Module, blocks: list[nn.Module]) -> None:
+        *parents, last = self.layers_path.split(".")
+        owner: Any = base
+        for part in parents:
+            owner = getattr(owner, part)
+        setattr(owner, last, nn.ModuleList(blocks))
+        for new_index, block in enumerate(blocks):
+            # caches and per-layer settings are keyed by the layer's position
+            for module in block.modules():
+                if hasattr(module, "layer_idx") and isinstance(module.layer_idx, int):
+                    module.layer_idx = new_index
+
+    def check_layer_drop(self, config: Any) -> None:
+        """Raise when dropping layers would change what the kept layers compute."""
+
+    # --- attention heads ----------------------------------------------------------------
+    def head_shape(self, block: nn.Module) -> HeadShape:
+        raise NotImplementedError
+
+    def o_proj(self, block: nn.Module) -> Proj:
+        raise NotImplementedError
+
+    def v_proj(self, block: nn.Module) -> tuple[Proj, int]:
+        """The value projection and the column where the values start (GPT-2 fuses q, k, v)."""
+        raise NotImplementedError
+
+    def keep_heads(self, block: nn.Module, kv_groups: list[int]) -> None:
+        """Keep whole key/value groups (plain heads without GQA), slicing q, k, v and o."""
+        raise NotImplementedError
+
+    # --- feed-forward -------------------------------------------------------------------
+    def ffn_in(self, block: nn.Module) -> list[Proj]:
+        raise NotImplementedError
+
+    def ffn_down(self, block: nn.Module) -> Proj:
+        raise NotImplementedError
+
+    def keep_ffn(self, block: nn.Module, neurons: torch.Tensor) -> None:
+        for proj in self.ffn_in(block):
+            proj.keep_outputs(neurons)
+        self.ffn_down(block).keep_inputs(neurons)
+
+    # --- config -------------------------------------------------------------------------
+    def shape_of(self, base: nn.Module) -> dict[str, int]:
+        """The sizes pruning changes, read from the modules (the truth) rather than the config."""
+        blocks = self.layer_list(base)
+        shape = self.head_shape(blocks[0])
+        return {
+            "layers": len(blocks),
+            "heads": shape.num_heads,
+            "kv_heads": shape.num_kv_heads,
+            "head_dim": shape.head_dim,
+            "ffn": self.ffn_down(blocks[0]).weight_out_in().shape[1],
+            "vocab": base.get_input_embeddings().weight.shape[0],
+            "hidden": base.get_input_embeddings().weight.shape[1],
+        }
+
+    def write_config(self, config: Any, shape: dict[str, int]) -> None:
+        keys = self.config_keys
+        setattr(config, keys["layers"], shape["layers"])
+        setattr(config, keys["heads"], shape["heads"])
+        if "kv_heads" in keys:
+            setattr(config, keys["kv_heads"], shape["kv_heads"])
+        setattr(config, keys["ffn"], shape["ffn"])
+        config.vocab_size = shape["vocab"]
+
+
+def supported_types() -> dict[str, Family]:
+    from edgegolf.compression.prune import bert, gpt2, llama
+
+    families: list[Family] = [bert.BertFamily(), bert.DistilBertFamily(), llama.LlamaFamily(), gpt2.Gpt2Family()]
+    return {model_type: family for family in families for model_type in family.model_types}
+
+
+def family_for(config: Any) -> Family:
+    families = supported_types()
+    model_type = getattr(config, "model_type", None)
+    if model_type not in families:
+        raise PruneError(
+            f"structured pruning does not support model type {model_type!r}; supported: {', '.join(sorted(families))}"
+        )
+    return families[model_type]

@@ -1,0 +1,531 @@
+"""Post-training quantization of an ONNX graph.
+
+A config says *what* (plain frozen dataclass); one registered function per config type says
+*how* (the torchao `quantize_(model, Config())` style). Adding a scheme adds a config, a
+`@_registers(Config)` function and a SCHEMES entry; nothing else changes.
+
+    quantize(in_path, out_path, Int8Dynamic(per_channel=True), calibration_feeds=None)
+
+Every scheme leaves graph inputs and outputs float32, and reports which compute nodes it
+quantized and which stayed float, read back from the graph it wrote.
+"""
+
+from __future__ import annotations
+
+import collections
+import fnmatch
+import logging
+import shutil
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from edgegolf.errors import DataError, RecipeError
+from edgegolf.export.onnx import atomic_output
+
+log = logging.getLogger(__name__)
+
+EMBEDDING_MODES = ("per-row", "per-tensor", "float")
+CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
+BLOCKWISE_MODES = ("none", "down-proj", "all")
+BLOCK_SIZES = (16, 32, 64, 128, 256)  # what onnxruntime's blockwise quantizer (MLAS) accepts
+
+
+# --- configs: what to do -------------------------------------------------------------------
+def _check_exclude(scheme: str, exclude: Any) -> None:
+    if not isinstance(exclude, tuple) or not all(isinstance(p, str) and p for p in exclude):
+        raise RecipeError(f"quantize.exclude = {exclude!r} is not accepted for {scheme}; give a list of node names or "
+                          "patterns such as '*/layer.0/*'")
+
+
+def _check_block_size(block_size: Any) -> None:
+    if isinstance(block_size, bool) or block_size not in BLOCK_SIZES:
+        raise RecipeError(f"quantize.block_size = {block_size!r} is not accepted; choose one of: "
+                          f"{', '.join(map(str, BLOCK_SIZES))}")
+
+
+def _check_choice(field: str, value: Any, choices: Sequence[Any]) -> None:
+    if value not in choices:
+        raise RecipeError(f"quantize.{field} = {value!r} is not accepted; choose one of: {', '.join(map(repr, choices))}")
+
+
+@dataclass(frozen=True)
+class NoQuant:
+    """Leave the graph float32 (the output is a copy of the input)."""
+
+
+@dataclass(frozen=True)
+class Int8Dynamic:
+    """int8 weights, activations quantized at run time per tensor (onnxruntime quantize_dynamic).
+
+    `embeddings`: how float embedding tables read by Gather are stored — "per-row" is our
+    rewrite (int8 rows, one float scale per row), "per-tensor" onnxruntime's (one scale for
+    the whole table), "float" leaves them as they are.
+    """
+
+    per_channel: bool = True
+    reduce_range: bool = False  # 7-bit weights: only for CPUs without VNNI (onnxruntime docs)
+    exclude: tuple[str, ...] = ()
+    embeddings: str = "per-row"
+    # MatMuls given blockwise int8 weights (MatMulNBits, 8 bits) whose activations are
+    # quantized per token and block instead of per tensor: "down-proj" (weights with more
+    # rows than columns: a transformer's FFN output, fed by the GELU's long-tailed output),
+    # "all", or "none".
+    blockwise: str = "none"
+    block_size: int = 128
+
+    def __post_init__(self) -> None:
+        _check_exclude("int8-dynamic", self.exclude)
+        _check_choice("embeddings", self.embeddings, EMBEDDING_MODES)
+        _check_choice("blockwise", self.blockwise, BLOCKWISE_MODES)
+        _check_block_size(self.block_size)
+
+
+@dataclass(frozen=True)
+class Int8Static:
+    """int8 weights and activations in QDQ format, activation ranges calibrated on real feeds."""
+
+    method: str = "minmax"
+    per_channel: bool = True
+    exclude: tuple[str, ...] = ()
+    embeddings: str = "per-row"
+    percentile: float = 99.999  # only for method "percentile"
+    # histogram size for percentile and entropy; 2048 is TensorRT's entropy recipe (GTC 2017,
+    # S7310). Entropy's search is quadratic in it: MiniLM calibrates in ~1 min at 2048.
+    histogram_bins: int = 2048
+    activation_type: str = "uint8"  # U8S8: onnxruntime's recommended pair on x86 (quantization docs)
+    op_types: tuple[str, ...] = ("MatMul", "Gemm")  # quantizing Add/LayerNorm/Softmax costs accuracy
+
+    def __post_init__(self) -> None:
+        _check_choice("method", self.method, CALIBRATION_METHODS)
+        _check_exclude("int8-static", self.exclude)
+        _check_choice("embeddings", self.embeddings, EMBEDDING_MODES)
+        _check_choice("activation_type", self.activation_type, ("uint8", "int8"))
+        if isinstance(self.histogram_bins, bool) or not isinstance(self.histogram_bins, int) or self.histogram_bins < 256:
+            raise RecipeError(f"quantize.histogram_bins = {self.histogram_bins!r} is not accepted; give an integer >= 256")
+        if not 90.0 <= self.percentile <= 100.0:
+            raise RecipeError(f"quantize.percentile = {self.percentile!r} is not accepted; give a float in [90, 100]")
+        if not self.op_types or not all(isinstance(o, str) for o in self.op_types):
+            raise RecipeError(f"quantize.op_types = {self.op_types!r} is not accepted; give operator types such as ['MatMul']")
+
+
+@dataclass(frozen=True)
+class Int4WeightOnly:
+    """4-bit blockwise weights in MatMulNBits (onnxruntime MatMulNBitsQuantizer); activations float."""
+
+    block_size: int = 32
+    symmetric: bool = True
+    accuracy_level: int | None = None  # onnxruntime: 0/None unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute
+    exclude: tuple[str, ...] = ()
+    embeddings: str = "per-row"  # int8 rows: the word table is the largest tensor of a small encoder
+
+    def __post_init__(self) -> None:
+        _check_block_size(self.block_size)
+        _check_choice("accuracy_level", self.accuracy_level, (None, 0, 1, 2, 3, 4))
+        _check_exclude("int4", self.exclude)
+        _check_choice("embeddings", self.embeddings, ("per-row", "float"))
+
+
+@dataclass(frozen=True)
+class Fp16:
+    """float16 weights and compute, float32 graph inputs and outputs."""
+
+    exclude: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        _check_exclude("fp16", self.exclude)
+
+
+QuantConfig = NoQuant | Int8Dynamic | Int8Static | Int4WeightOnly | Fp16
+
+SCHEMES: dict[str, type] = {
+    "none": NoQuant,
+    "int8-dynamic": Int8Dynamic,
+    "int8-static": Int8Static,
+    "int4": Int4WeightOnly,
+    "fp16": Fp16,
+}
+
+
+def scheme_name(config: QuantConfig) -> str:
+    for name, cls in SCHEMES.items():
+        if type(config) is cls:
+            return name
+    raise RecipeError(f"quantization config {config!r} is not one of: {', '.join(SCHEMES)}")
+
+
+def default_int8() -> Int8Dynamic:
+    """edgegolf's tuned int8 recipe (see the measurements in the module's report):
+    per-channel dynamic int8 MatMuls and per-row int8 embedding tables."""
+    return Int8Dynamic(per_channel=True, reduce_range=False, embeddings="per-row")
+
+
+def config_from_dict(d: dict[str, Any]) -> QuantConfig:
+    """{"scheme": "int8-dynamic", "per_channel": true, ...} -> Int8Dynamic(per_channel=True, ...)."""
+    if not isinstance(d, dict):
+        raise RecipeError(f"quantize must be a table such as {{scheme = 'int8-dynamic'}}, got {d!r}")
+    scheme = d.get("scheme", "none")
+    if scheme not in SCHEMES:
+        raise RecipeError(f"quantize.scheme = {scheme!r} is not accepted; choose one of: {', '.join(SCHEMES)}")
+    cls = SCHEMES[scheme]
+    known = {f.name: f for f in fields(cls)}
+    kwargs: dict[str, Any] = {}
+    for key, value in d.items():
+        if key == "scheme":
+            continue
+        if key not in known:
+            accepted = ", ".join(known) or "no other fields"
+            raise RecipeError(f"quantize.{key} = {value!r} is not a field of scheme {scheme!r}; accepted: {accepted}")
+        kwargs[key] = _coerce(key, value, known[key].default)
+    return cls(**kwargs)
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """TOML/JSON values to the config's field types (lists become tuples)."""
+    if isinstance(default, tuple):
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, (list, tuple)):
+            raise RecipeError(f"quantize.{key} = {value!r} is not accepted; give a list of strings")
+        return tuple(value)
+    if isinstance(default, bool):
+        if not isinstance(value, bool):
+            raise RecipeError(f"quantize.{key} = {value!r} is not accepted; give true or false")
+        return value
+    if isinstance(default, float):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise RecipeError(f"quantize.{key} = {value!r} is not accepted; give a number")
+        return float(value)
+    if isinstance(default, int) or (key == "accuracy_level" and value is not None):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise RecipeError(f"quantize.{key} = {value!r} is not accepted; give an integer")
+        return value
+    if isinstance(default, str) and not isinstance(value, str):
+        raise RecipeError(f"quantize.{key} = {value!r} is not accepted; give a string")
+    return value
+
+
+def config_to_dict(config: QuantConfig) -> dict[str, Any]:
+    """The config as plain data, the inverse of config_from_dict (recorded in provenance)."""
+    out: dict[str, Any] = {"scheme": scheme_name(config)}
+    for key, value in asdict(config).items():
+        out[key] = list(value) if isinstance(value, tuple) else value
+    return out
+
+
+# --- the report ----------------------------------------------------------------------------
+@dataclass
+class QuantReport:
+    path: Path
+    scheme: str
+    quantized_ops: dict[str, int]  # op_type -> count of compute nodes whose weights are not float32
+    float_nodes: list[str]  # compute nodes whose weights stayed float32
+    excluded: list[str]  # node names the exclude patterns matched
+    settings: dict[str, Any]  # the config as plain data
+
+
+# Nodes that multiply activations by a stored weight; their weight's type says whether they
+# were quantized (MatMul between two activations has no weight and is not counted).
+COMPUTE_OPS = frozenset({
+    "MatMul", "Gemm", "Conv", "Gather", "MatMulInteger", "ConvInteger", "QLinearMatMul", "QGemm", "QLinearConv",
+    "MatMulNBits", "GatherBlockQuantized", "DynamicQuantizeMatMul", "Attention", "QAttention",
+    "EmbedLayerNormalization", "QEmbedLayerNormalization",
+})
+# A weight reaches its node through these (QDQ, fp16 casts, per-row scaling).
+_PASS_THROUGH = frozenset({"DequantizeLinear", "Cast", "Transpose", "Reshape", "Mul"})
+
+
+def graph_summary(model) -> tuple[dict[str, int], list[str]]:
+    """(quantized op_type counts, names of compute nodes whose weights are float32)."""
+    from onnx import TensorProto
+
+    initializers = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:  # constants folded into Constant nodes count as weights too
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].type == node.attribute[0].TENSOR:
+            initializers.setdefault(node.output[0], node.attribute[0].t)
+    producer = {out: n for n in model.graph.node for out in n.output}
+
+    def weight_types(name: str, depth: int = 0) -> set[int]:
+        if name in initializers:
+            tensor = initializers[name]
+            return {tensor.data_type} if len(tensor.dims) >= 2 else set()
+        node = producer.get(name)
+        if node is None or depth > 3 or node.op_type not in _PASS_THROUGH:
+            return set()
+        found: set[int] = set()
+        for inp in node.input:
+            found |= weight_types(inp, depth + 1)
+        return found
+
+    quantized: collections.Counter[str] = collections.Counter()
+    float_nodes: list[str] = []
+    for node in model.graph.node:
+        if node.op_type not in COMPUTE_OPS:
+            continue
+        types: set[int] = set()
+        for inp in node.input:
+            types |= weight_types(inp)
+        if not types:
+            continue
+        if types == {TensorProto.FLOAT}:
+            float_nodes.append(node.name)
+        else:
+            quantized[node.op_type] += 1
+    return dict(sorted(quantized.items())), float_nodes
+
+
+# --- exclude patterns --------------------------------------------------------------------------
+def resolve_exclude(model, patterns: Sequence[str]) -> list[str]:
+    """Node names matched by `patterns` (exact names or fnmatch patterns); a pattern that
+    matches nothing is an error, so a typo cannot silently quantize a node meant to stay float."""
+    names = [n.name for n in model.graph.node if n.name]
+    matched: list[str] = []
+    for pattern in patterns:
+        hits = [n for n in names if n == pattern or fnmatch.fnmatchcase(n, pattern)]
+        if not hits:
+            example = next((n for n in names if n.endswith("MatMul")), names[0] if names else "")
+            raise RecipeError(f"quantize.exclude pattern {pattern!r} matches no node of the graph; give node names "
+                              f"or patterns such as {example!r} or '*/layer.0/*'")
+        matched.extend(h for h in hits if h not in matched)
+    return matched
+
+
+# --- our graph rewrite: per-row int8 embedding tables ---------------------------------------
+def quantize_embedding_rows(model, *, exclude: Sequence[str] = (), min_rows: int = 256) -> list[str]:
+    """Store every float32 embedding table read by a Gather as int8 rows with one float32
+    scale per row, in place; returns the rewritten Gather names.
+
+        Gather(table, ids)  ->  Cast(Gather(table_int8, ids)) * Unsqueeze(Gather(scale[V], ids), -1)
+
+    Token embeddings differ in norm by an order of magnitude from row to row, so one scale
+    for the whole table (onnxruntime's Gather quantization) wastes most of the 8 bits on
+    ordinary rows. Tables with fewer than `min_rows` rows (token types) stay float: they
+    weigh nothing.
+    """
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    initializers = {i.name: i for i in graph.initializer}
+    readers = collections.Counter(inp for n in graph.node for inp in n.input)
+    skip = set(exclude)
+    rewritten: list[str] = []
+    new_nodes = []
+    for node in graph.node:
+        table = initializers.get(node.input[0]) if node.op_type == "Gather" and node.input else None
+        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+        if (table is None or node.name in skip or table.data_type != TensorProto.FLOAT or len(table.dims) != 2
+                or table.dims[0] < min_rows or axis != 0 or readers[table.name] != 1):
+            new_nodes.append(node)
+            continue
+        weights = numpy_helper.to_array(table).astype(np.float32)
+        scale = np.abs(weights).max(axis=1, keepdims=True) / 127.0  # symmetric: zero stays zero
+        scale[scale == 0] = 1.0  # an all-zero row (padding) stays exactly zero
+        rows = np.clip(np.rint(weights / scale), -127, 127).astype(np.int8)
+        base = node.name or table.name
+        q_name, s_name, axes = f"{table.name}_int8_rows", f"{table.name}_row_scale", f"{base}_last_axis"
+        graph.initializer.remove(table)
+        graph.initializer.extend([numpy_helper.from_array(rows, q_name),
+                                  numpy_helper.from_array(scale[:, 0].astype(np.float32), s_name),
+                                  numpy_helper.from_array(np.array([-1], dtype=np.int64), axes)])
+        ids, out = node.input[1], node.output[0]
+        new_nodes += [
+            helper.make_node("Gather", [q_name, ids], [f"{base}_int8_out"], name=node.name, axis=0),
+            helper.make_node("Cast", [f"{base}_int8_out"], [f"{base}_float_out"], name=f"{base}_Cast", to=TensorProto.FLOAT),
+            helper.make_node("Gather", [s_name, ids], [f"{base}_scale_out"], name=f"{base}_ScaleGather", axis=0),
+            helper.make_node("Unsqueeze", [f"{base}_scale_out", axes], [f"{base}_scale_col"], name=f"{base}_ScaleUnsqueeze"),
+            helper.make_node("Mul", [f"{base}_float_out", f"{base}_scale_col"], [out], name=f"{base}_RowScale"),
+        ]
+        rewritten.append(node.name)
+    del graph.node[:]
+    graph.node.extend(new_nodes)
+    return rewritten
+
+
+# --- how: one function per config type -------------------------------------------------------
+Quantizer = Callable[[Any, Path, Path, list[str], "list[dict[str, np.ndarray]] | None"], None]
+_REGISTRY: dict[type, Quantizer] = {}
+
+
+def _registers(config_type: type) -> Callable[[Quantizer], Quantizer]:
+    def register(fn: Quantizer) -> Quantizer:
+        _REGISTRY[config_type] = fn
+        return fn
+    return register
+
+
+def quantize(in_path: str | Path, out_path: str | Path, config: QuantConfig, *,
+             calibration_feeds: list[dict[str, np.ndarray]] | None = None) -> QuantReport:
+    """Quantize the graph at `in_path` into `out_path` as `config` says."""
+    import onnx
+
+    in_path, out_path = Path(in_path), Path(out_path)
+    scheme = scheme_name(config)
+    model = onnx.load(str(in_path))
+    excluded = resolve_exclude(model, getattr(config, "exclude", ()))
+    with atomic_output(out_path) as tmp:
+        _REGISTRY[type(config)](config, in_path, tmp, excluded, calibration_feeds)
+    quantized_ops, float_nodes = graph_summary(onnx.load(str(out_path)))
+    log.info("quantized %s with %s: %s; %d compute nodes stayed float", in_path.name, scheme,
+             ", ".join(f"{k} x{v}" for k, v in quantized_ops.items()) or "nothing", len(float_nodes))
+    return QuantReport(out_path, scheme, quantized_ops, float_nodes, excluded, config_to_dict(config))
+
+
+def _save(model, path: Path) -> None:
+    import onnx
+
+    onnx.save_model(model, str(path))
+
+
+def _float_tensor_type() -> dict[str, Any]:
+    # onnxruntime's quantizer asks shape inference for each weight's type; contrib ops of a
+    # fused graph have none, and float32 is what they hold.
+    from onnx import TensorProto
+
+    return {"DefaultTensorType": TensorProto.FLOAT}
+
+
+def _apply_embeddings(path: Path, mode: str, excluded: list[str]) -> None:
+    import onnx
+
+    if mode != "per-row":
+        return
+    model = onnx.load(str(path))
+    rewritten = quantize_embedding_rows(model, exclude=excluded)
+    if rewritten:
+        _save(model, path)
+        log.info("per-row int8 embedding tables: %s", ", ".join(rewritten))
+
+
+@_registers(NoQuant)
+def _no_quant(config: NoQuant, src: Path, dst: Path, excluded: list[str], feeds) -> None:
+    shutil.copyfile(src, dst)
+
+
+def weight_matmuls(model) -> dict[str, tuple[int, int]]:
+    """MatMul node name -> (rows, columns) of its float32 weight initializer."""
+    from onnx import TensorProto
+
+    weights = {i.name: tuple(i.dims) for i in model.graph.initializer
+               if i.data_type == TensorProto.FLOAT and len(i.dims) == 2}
+    return {n.name: weights[n.input[1]] for n in model.graph.node
+            if n.op_type == "MatMul" and len(n.input) == 2 and n.input[1] in weights}
+
+
+def _blockwise_int8(model, mode: str, block_size: int, excluded: list[str]):
+    """MatMulNBits with 8-bit symmetric blockwise weights on the chosen MatMuls; accuracy
+    level 4 makes onnxruntime quantize their activations per row and block at run time."""
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    matmuls = weight_matmuls(model)
+    chosen = {name for name, (rows, cols) in matmuls.items()
+              if name not in excluded and (mode == "all" or rows > cols)}
+    quantizer = MatMulNBitsQuantizer(model, bits=8, block_size=block_size, is_symmetric=True, accuracy_level=4,
+                                     nodes_to_exclude=sorted(set(matmuls) - chosen), op_types_to_quantize=("MatMul",))
+    quantizer.process()
+    return quantizer.model.model
+
+
+@_registers(Int8Dynamic)
+def _int8_dynamic(config: Int8Dynamic, src: Path, dst: Path, excluded: list[str], feeds) -> None:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    if config.blockwise != "none":
+        _save(_blockwise_int8(onnx.load(str(src)), config.blockwise, config.block_size, excluded), dst)
+        src = dst  # quantize_dynamic reads the whole file before it writes, so in place is safe
+    # Embeddings read by Gather: onnxruntime quantizes them per tensor; leave them to our
+    # per-row rewrite (or float) unless asked for onnxruntime's way.
+    op_types = ["MatMul", "Gemm", "Attention", "Conv"] + (["Gather", "EmbedLayerNormalization"]
+                                                          if config.embeddings == "per-tensor" else [])
+    quantize_dynamic(src, dst, op_types_to_quantize=op_types, per_channel=config.per_channel,
+                     reduce_range=config.reduce_range, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                     extra_options=_float_tensor_type())
+    _apply_embeddings(dst, config.embeddings, excluded)
+
+
+class _FeedReader:
+    """onnxruntime's CalibrationDataReader protocol over a list of feeds."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]], input_names: set[str]):
+        self._feeds = [{k: v for k, v in f.items() if k in input_names} for f in feeds]
+        self._next = 0
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._next >= len(self._feeds):
+            return None
+        self._next += 1
+        return self._feeds[self._next - 1]
+
+    def rewind(self) -> None:
+        self._next = 0
+
+
+@_registers(Int8Static)
+def _int8_static(config: Int8Static, src: Path, dst: Path, excluded: list[str], feeds) -> None:
+    import contextlib
+    import io
+    import tempfile
+
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+    from onnxruntime.quantization.calibrate import create_calibrator, save_tensors_data
+
+    if not feeds:
+        raise DataError("int8-static needs calibration feeds (tokenized real text); none were given — "
+                        "set evaluate.calibration_size >= 1 or use int8-dynamic")
+    inputs = {i.name for i in onnx.load(str(src), load_external_data=False).graph.input}
+    method = {"minmax": CalibrationMethod.MinMax, "percentile": CalibrationMethod.Percentile,
+              "entropy": CalibrationMethod.Entropy}[config.method]
+    op_types = list(config.op_types) + (["Gather"] if config.embeddings == "per-tensor" else [])
+    # We run the calibrator ourselves and hand quantize_static its ranges as a cache:
+    # quantize_static (onnxruntime 1.32) does not pass the histogram size on, and with its
+    # default (128 bins for 128 quantized bins) entropy can only choose the full range, i.e.
+    # it silently gives minmax.
+    options: dict[str, Any] = {}
+    if config.method == "percentile":
+        options.update(num_bins=config.histogram_bins, percentile=config.percentile)
+    elif config.method == "entropy":
+        options.update(num_bins=config.histogram_bins, num_quantized_bins=128)
+    activation = QuantType.QUInt8 if config.activation_type == "uint8" else QuantType.QInt8
+    chatter = io.StringIO()  # the histogram calibrators print progress to stdout
+    with tempfile.TemporaryDirectory(prefix="edgegolf-calib-") as work, contextlib.redirect_stdout(chatter):
+        calibrator = create_calibrator(src, op_types, augmented_model_path=str(Path(work) / "augmented.onnx"),
+                                       calibrate_method=method, extra_options=options)
+        calibrator.collect_data(_FeedReader(feeds, inputs))
+        cache = Path(work) / "ranges.json"
+        save_tensors_data(calibrator.compute_data(), cache)
+        del calibrator
+        quantize_static(src, dst, None, quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
+                        per_channel=config.per_channel, activation_type=activation, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=excluded, calibrate_method=method, calibration_cache_path=cache,
+                        extra_options=_float_tensor_type())
+    for line in chatter.getvalue().splitlines():
+        log.debug("calibration: %s", line)
+    _apply_embeddings(dst, config.embeddings, excluded)
+
+
+@_registers(Int4WeightOnly)
+def _int4(config: Int4WeightOnly, src: Path, dst: Path, excluded: list[str], feeds) -> None:
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=4, block_size=config.block_size,
+                                     is_symmetric=config.symmetric, accuracy_level=config.accuracy_level,
+                                     nodes_to_exclude=excluded, op_types_to_quantize=("MatMul",))
+    quantizer.process()
+    model = quantizer.model.model
+    if config.embeddings == "per-row":
+        quantize_embedding_rows(model, exclude=excluded)
+    _save(model, dst)
+
+
+@_registers(Fp16)
+def _fp16(config: Fp16, src: Path, dst: Path, excluded: list[str], feeds) -> None:
+    import onnx
+    from onnxruntime.transformers.onnx_model import OnnxModel
+
+    model = OnnxModel(onnx.load(str(src)))
+    model.convert_float_to_float16(keep_io_types=True, node_block_list=excluded or None)
+    _save(model.model, dst)
