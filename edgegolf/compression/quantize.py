@@ -13,12 +13,13 @@ quantized and which stayed float, read back from the graph it wrote.
 from __future__ import annotations
 
 import collections
+import contextlib
 import fnmatch
 import logging
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -157,9 +158,18 @@ def scheme_name(config: QuantConfig) -> str:
 
 
 def default_int8() -> Int8Dynamic:
-    """edgegolf's tuned int8 recipe (see the measurements in the module's report):
-    per-channel dynamic int8 MatMuls and per-row int8 embedding tables."""
-    return Int8Dynamic(per_channel=True, reduce_range=False, embeddings="per-row")
+    """edgegolf's tuned int8 recipe: per-channel dynamic int8 MatMuls, FFN down-projections
+    as 8-bit blockwise MatMulNBits with per-token int8 activations, per-row int8 embeddings.
+
+    Measured on all-MiniLM-L6-v2, 2,225 BBC News texts at batch 1 x <=128 tokens, 1 thread
+    (2026-11-27): 23.2 MB, p50 0.47x the fp32 export, mean cosine 0.9976 (min 0.9925) to
+    PyTorch fp32, probe accuracy drop 0.0; onnxruntime's quantize_dynamic with default
+    arguments: 22.9 MB, 0.42x, 0.9574 (min 0.9094). The MatMulNBits int8 kernels need
+    onnxruntime >= 1.22 on x86-64 and >= 1.23 on ARM64; blockwise="none" is the portable
+    variant (0.44x, mean 0.9951, min 0.9868).
+    """
+    return Int8Dynamic(per_channel=True, reduce_range=False, embeddings="per-row", blockwise="down-proj",
+                       block_size=128)
 
 
 def config_from_dict(d: dict[str, Any]) -> QuantConfig:
@@ -344,6 +354,37 @@ def quantize_embedding_rows(model, *, exclude: Sequence[str] = (), min_rows: int
 
 
 # --- how: one function per config type -------------------------------------------------------
+class _RootChatter(logging.Filter):
+    """onnxruntime's quantizers log through the root logger (advice to pre-process, one line
+    per tensor); below ERROR those become our debug lines."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR or "onnxruntime" not in record.pathname:
+            return True
+        log.debug("onnxruntime: %s", record.getMessage())
+        return False
+
+
+@contextlib.contextmanager
+def _application_logging_kept() -> Iterator[None]:
+    """Leave the application's root logger as it was: importing matmul_nbits_quantizer calls
+    logging.basicConfig(level=INFO), and a module-level logging.warning() on a root logger
+    without handlers installs one."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    if not root.handlers:
+        root.addHandler(logging.NullHandler())
+    chatter = _RootChatter()
+    root.addFilter(chatter)
+    try:
+        yield
+    finally:
+        root.removeFilter(chatter)
+        for handler in [h for h in root.handlers if h not in handlers]:
+            root.removeHandler(handler)
+        root.setLevel(level)
+
+
 Quantizer = Callable[[Any, Path, Path, list[str], "list[dict[str, np.ndarray]] | None"], None]
 _REGISTRY: dict[type, Quantizer] = {}
 
@@ -364,7 +405,7 @@ def quantize(in_path: str | Path, out_path: str | Path, config: QuantConfig, *,
     scheme = scheme_name(config)
     model = onnx.load(str(in_path))
     excluded = resolve_exclude(model, getattr(config, "exclude", ()))
-    with atomic_output(out_path) as tmp:
+    with atomic_output(out_path) as tmp, _application_logging_kept():
         _REGISTRY[type(config)](config, in_path, tmp, excluded, calibration_feeds)
     quantized_ops, float_nodes = graph_summary(onnx.load(str(out_path)))
     log.info("quantized %s with %s: %s; %d compute nodes stayed float", in_path.name, scheme,
@@ -413,15 +454,20 @@ def weight_matmuls(model) -> dict[str, tuple[int, int]]:
             if n.op_type == "MatMul" and len(n.input) == 2 and n.input[1] in weights}
 
 
+def _nbits_quantizer():
+    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
+
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)  # a line per node
+    return MatMulNBitsQuantizer
+
+
 def _blockwise_int8(model, mode: str, block_size: int, excluded: list[str]):
     """MatMulNBits with 8-bit symmetric blockwise weights on the chosen MatMuls; accuracy
     level 4 makes onnxruntime quantize their activations per row and block at run time."""
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
-
     matmuls = weight_matmuls(model)
     chosen = {name for name, (rows, cols) in matmuls.items()
               if name not in excluded and (mode == "all" or rows > cols)}
-    quantizer = MatMulNBitsQuantizer(model, bits=8, block_size=block_size, is_symmetric=True, accuracy_level=4,
+    quantizer = _nbits_quantizer()(model, bits=8, block_size=block_size, is_symmetric=True, accuracy_level=4,
                                      nodes_to_exclude=sorted(set(matmuls) - chosen), op_types_to_quantize=("MatMul",))
     quantizer.process()
     return quantizer.model.model
@@ -436,9 +482,16 @@ def _int8_dynamic(config: Int8Dynamic, src: Path, dst: Path, excluded: list[str]
         _save(_blockwise_int8(onnx.load(str(src)), config.blockwise, config.block_size, excluded), dst)
         src = dst  # quantize_dynamic reads the whole file before it writes, so in place is safe
     # Embeddings read by Gather: onnxruntime quantizes them per tensor; leave them to our
-    # per-row rewrite (or float) unless asked for onnxruntime's way.
-    op_types = ["MatMul", "Gemm", "Attention", "Conv"] + (["Gather", "EmbedLayerNormalization"]
-                                                          if config.embeddings == "per-tensor" else [])
+    # per-row rewrite (or float) unless asked for onnxruntime's way. A fused graph's
+    # EmbedLayerNormalization holds its tables inside, out of the rewrite's reach: there
+    # "per-row" falls back to onnxruntime's per-tensor QEmbedLayerNormalization.
+    op_types = ["MatMul", "Gemm", "Attention", "Conv"]
+    if config.embeddings == "per-tensor":
+        op_types += ["Gather", "EmbedLayerNormalization"]
+    elif config.embeddings == "per-row":
+        op_types += ["EmbedLayerNormalization"]
+        if any(n.op_type == "EmbedLayerNormalization" for n in onnx.load(str(src), load_external_data=False).graph.node):
+            log.info("the graph's embeddings are fused into EmbedLayerNormalization: quantized per tensor, not per row")
     quantize_dynamic(src, dst, op_types_to_quantize=op_types, per_channel=config.per_channel,
                      reduce_range=config.reduce_range, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
                      extra_options=_float_tensor_type())
@@ -464,7 +517,6 @@ class _FeedReader:
 
 @_registers(Int8Static)
 def _int8_static(config: Int8Static, src: Path, dst: Path, excluded: list[str], feeds) -> None:
-    import contextlib
     import io
     import tempfile
 
@@ -509,9 +561,8 @@ def _int8_static(config: Int8Static, src: Path, dst: Path, excluded: list[str], 
 @_registers(Int4WeightOnly)
 def _int4(config: Int4WeightOnly, src: Path, dst: Path, excluded: list[str], feeds) -> None:
     import onnx
-    from onnxruntime.quantization.matmul_nbits_quantizer import MatMulNBitsQuantizer
 
-    quantizer = MatMulNBitsQuantizer(onnx.load(str(src)), bits=4, block_size=config.block_size,
+    quantizer = _nbits_quantizer()(onnx.load(str(src)), bits=4, block_size=config.block_size,
                                      is_symmetric=config.symmetric, accuracy_level=config.accuracy_level,
                                      nodes_to_exclude=excluded, op_types_to_quantize=("MatMul",))
     quantizer.process()
