@@ -1,3 +1,3 @@
-from edgegolf.cli import main
+from edgegolf.console import main
 
 main()

@@ -30,7 +30,7 @@ from edgegolf.devices.latency import LatencyStats, measure_latency
 from edgegolf.devices.memory import peak_rss_onnx, peak_rss_torch
 from edgegolf.devices.profiles import DeviceProfile, get_profile, pinned
 from edgegolf.devices.size import SizeReport, measure_size
-from edgegolf.errors import RecipeError, SourceError
+from edgegolf.errors import ExportError, RecipeError, SourceError
 from edgegolf.progress import track
 from edgegolf.recipe import Budget, Recipe, load_recipe_file, quant_config
 from edgegolf.runtime.manifest import sha256_file
@@ -297,7 +297,6 @@ def compress(
         tokenizer_dir = work / "tokenizer"  # what the bundle ships: the student's tokenizer
         run.tokenizer_json = _save_tokenizer(student_tokenizer, tokenizer_dir)
         run.spec = adapter.model_spec(run.student, student_tokenizer, input_names, recipe_.export.max_length)
-        spec = run.spec
 
         fp32_path, export_report = _export(run, work)
         stages.append(run.measure_onnx("onnx-fp32", "plain fp32 ONNX export", fp32_path))
@@ -310,34 +309,33 @@ def compress(
         for name in recipe_.evaluate.compare:
             stages.append(_reference(run, work, name, fp32_path, stages[1]))
 
-        final = [s for s in stages if not s.reference][-1]
-        teacher_stage = stages[0]
-        verdict = check_budget(budget_, {
+        result = CompressResult(output, task_name, src, recipe_, budget_, profile, stages, None, {})
+        final = result.final
+        result.verdict = verdict = check_budget(budget_, {
             "size_mb": final.size.raw_bytes / MB,
             "zstd_mb": final.size.zstd_bytes / MB,
             "p50_ms": final.latency.p50_ms,
             "p95_ms": final.latency.p95_ms,
             "memory_mb": final.peak_rss_bytes / MB,
-            "max_accuracy_drop": teacher_stage.metrics["accuracy"] - final.metrics["accuracy"],
+            "max_accuracy_drop": result.teacher.metrics["accuracy"] - final.metrics["accuracy"],
         })
         log.info("verdict: %s", verdict.summary())
 
         # --- bundle: the final graph, the tokenizer, the config, the report ---------------
         final_graph = quantized or graph
-        shutil.copyfile(final_graph, writer.staging / "model.onnx")
         if Path(str(final_graph) + ".data").exists():
-            raise RecipeError("graphs with external data are not bundled yet; the model is too large for one file")
+            raise ExportError("graphs with external weight data are not bundled yet (models over 2 GB)")
+        shutil.copyfile(final_graph, writer.staging / "model.onnx")
         for file in tokenizer_dir.iterdir():
             shutil.copyfile(file, writer.staging / file.name)
         run.student.config.save_pretrained(str(writer.staging))
-        result = CompressResult(output, task_name, src, recipe_, budget_, profile, stages, verdict, {})
         from edgegolf.report import markdown_report, recipe_toml
 
         (writer.staging / "recipe.toml").write_text(recipe_toml(recipe_, budget_), encoding="utf-8")
         manifest = {
             "created_by": f"edgegolf {__version__}",
             "task": task_name,
-            "model": spec.to_dict(),
+            "model": run.spec.to_dict(),
             "source": src.to_dict(),
             "recipe": recipe_.to_dict(),
             "budget": budget_.to_dict(),

@@ -105,22 +105,25 @@ BLOCK_TORCH = """
 import importlib.abc, sys
 class Blocker(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("torch", "transformers"):
+        if name.split(".")[0] in BLOCKED:
             raise ImportError(f"No module named {name!r}", name=name)
+BLOCKED = sys.argv[2].split(",")
 sys.meta_path.insert(0, Blocker())
 sys.argv = ["edgegolf", "compress", "-o", sys.argv[1]]
-from edgegolf.cli import main
+from edgegolf.console import main
 main()
 """
 
 
-def test_pipeline_command_without_the_extra_names_it(tmp_path):
-    """`pip install edgegolf` has the CLI but not the pipeline: say which extra to install."""
-    done = subprocess.run([sys.executable, "-c", BLOCK_TORCH, str(tmp_path / "out")], capture_output=True, text=True,
-                          env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}, timeout=120)
+@pytest.mark.parametrize("missing", ["torch,transformers", "typer,torch,transformers,rich"])
+def test_pipeline_command_without_the_extra_names_it(tmp_path, missing):
+    """A plain `pip install edgegolf` has the runtime only: the command says which extra to install."""
+    done = subprocess.run([sys.executable, "-c", BLOCK_TORCH, str(tmp_path / "out"), missing], capture_output=True,
+                          text=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])},
+                          timeout=120)
     assert done.returncode == EXIT_ERROR
-    assert "needs the 'compress' extra" in done.stderr and "pip install 'edgegolf[compress]'" in done.stderr
-    assert "Traceback" not in done.stderr
+    assert "the 'compress' extra" in done.stderr and "pip install 'edgegolf[compress]'" in done.stderr
+    assert "Traceback" not in done.stderr and not (tmp_path / "out").exists()
 
 
 def test_prune_command_writes_a_loadable_folder(tiny_bert, tmp_path, capsys):

@@ -1,0 +1,23 @@
+"""The `edgegolf` console script. A plain `pip install edgegolf` installs only the runtime
+(onnxruntime, numpy, tokenizers); the command line and the pipeline come with the
+`compress` extra. Without it, the command says so instead of failing on an import."""
+
+from __future__ import annotations
+
+import sys
+
+from edgegolf.errors import EXIT_ERROR
+
+
+def main() -> None:
+    try:
+        from edgegolf.cli import main as cli_main
+    except ImportError as exc:
+        print(f"error: edgegolf's command line needs the 'compress' extra ({exc.name or exc} is not installed): "
+              "pip install 'edgegolf[compress]'", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
+    cli_main()
+
+
+if __name__ == "__main__":
+    main()
