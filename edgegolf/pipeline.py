@@ -34,9 +34,8 @@ from edgegolf.errors import ExportError, RecipeError, SourceError
 from edgegolf.progress import track
 from edgegolf.recipe import Budget, Recipe, load_recipe_file, quant_config
 from edgegolf.runtime.manifest import sha256_file
-from edgegolf.runtime.models import TaskModel, open_model
+from edgegolf.runtime.models import open_model
 from edgegolf.runtime.tokenize import TextEncoder, make_tokenizer
-from edgegolf.runtime.spec import ModelSpec
 from edgegolf.source import Source, resolve_source
 from edgegolf.tasks import get_task, infer_task
 from edgegolf.tasks.base import Outputs, TaskAdapter

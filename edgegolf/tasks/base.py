@@ -26,6 +26,21 @@ log = logging.getLogger(__name__)
 INPUT_ORDER = ("input_ids", "attention_mask", "token_type_ids")
 
 
+class OutputOf(torch.nn.Module):
+    """A HF model as the graph sees it: inputs positionally, one named output as a tuple."""
+
+    def __init__(self, model, output: str):
+        super().__init__()
+        self.model = model
+        self.output = output
+
+    def forward(self, input_ids, attention_mask, token_type_ids=None):
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        return (getattr(self.model(**kwargs), self.output),)
+
+
 class TaskAdapter:
     name: ClassVar[str]
     auto_class: ClassVar[str]  # the transformers Auto class that loads this task's model
@@ -94,7 +109,7 @@ class TaskAdapter:
     # --- running ------------------------------------------------------------------------
     def export_module(self, model) -> torch.nn.Module:
         """A module whose forward takes the graph inputs positionally and returns a tuple."""
-        raise NotImplementedError
+        return OutputOf(model, self.output_names[0])
 
     def torch_outputs(self, model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         module = self.export_module(model)

@@ -16,18 +16,6 @@ from edgegolf.runtime.tokenize import TextEncoder
 from edgegolf.tasks.base import Outputs, TaskAdapter, cosine_rows
 
 
-class _LastHiddenState(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
-        return (self.model(**kwargs).last_hidden_state,)
-
-
 class FeatureExtraction(TaskAdapter):
     name = "feature-extraction"
     auto_class = "AutoModel"
@@ -35,9 +23,6 @@ class FeatureExtraction(TaskAdapter):
 
     def spec_fields(self, model):
         return {"pooling": "mean", "normalize": True}
-
-    def export_module(self, model) -> torch.nn.Module:
-        return _LastHiddenState(model)
 
     def teacher_item(self, model, encoder: TextEncoder, text: str) -> np.ndarray:
         feeds = encoder.encode([text])

@@ -15,18 +15,6 @@ from edgegolf.runtime.tokenize import TextEncoder
 from edgegolf.tasks.base import Outputs, TaskAdapter, cosine_rows
 
 
-class _Logits(torch.nn.Module):
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask, token_type_ids=None):
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
-        return (self.model(**kwargs).logits,)
-
-
 def model_labels(config) -> tuple[str, ...]:
     id2label = getattr(config, "id2label", None) or {}
     return tuple(str(id2label[i]) for i in sorted(id2label, key=int))
@@ -43,9 +31,6 @@ class TextClassification(TaskAdapter):
 
     def spec_fields(self, model):
         return {"labels": model_labels(model.config)}
-
-    def export_module(self, model) -> torch.nn.Module:
-        return _Logits(model)
 
     def teacher_item(self, model, encoder: TextEncoder, text: str) -> np.ndarray:
         return self.torch_outputs(model, encoder.encode([text]))[0][0]
