@@ -293,8 +293,8 @@ def compress(
         stages = [run.measure_teacher(src)]
 
         student_tokenizer = _prune(run, tokenizer)
-        tokenizer_dir = work / "tokenizer"  # what the bundle ships: the student's tokenizer
-        run.tokenizer_json = _save_tokenizer(student_tokenizer, tokenizer_dir)
+        # what the bundle ships: the student's tokenizer
+        run.tokenizer_json = _save_tokenizer(student_tokenizer, work / "tokenizer")
         run.spec = adapter.model_spec(run.student, student_tokenizer, input_names, recipe_.export.max_length)
 
         fp32_path, export_report = _export(run, work)
@@ -310,7 +310,7 @@ def compress(
 
         result = CompressResult(output, task_name, src, recipe_, budget_, profile, stages, None, {})
         final = result.final
-        result.verdict = verdict = check_budget(budget_, {
+        result.verdict = check_budget(budget_, {
             "size_mb": final.size.raw_bytes / MB,
             "zstd_mb": final.size.zstd_bytes / MB,
             "p50_ms": final.latency.p50_ms,
@@ -318,44 +318,56 @@ def compress(
             "memory_mb": final.peak_rss_bytes / MB,
             "max_accuracy_drop": result.teacher.metrics["accuracy"] - final.metrics["accuracy"],
         })
-        log.info("verdict: %s", verdict.summary())
+        log.info("verdict: %s", result.verdict.summary())
 
-        # --- bundle: the final graph, the tokenizer, the config, the report ---------------
-        final_graph = quantized or graph
-        if Path(str(final_graph) + ".data").exists():
-            raise ExportError("graphs with external weight data are not bundled yet (models over 2 GB)")
-        shutil.copyfile(final_graph, writer.staging / "model.onnx")
-        for file in tokenizer_dir.iterdir():
-            shutil.copyfile(file, writer.staging / file.name)
-        run.student.config.save_pretrained(str(writer.staging))
-        from edgegolf.report import markdown_report, recipe_toml
-
-        (writer.staging / "recipe.toml").write_text(recipe_toml(recipe_, budget_), encoding="utf-8")
-        manifest = {
-            "created_by": f"edgegolf {__version__}",
-            "task": task_name,
-            "model": run.spec.to_dict(),
-            "source": src.to_dict(),
-            "recipe": recipe_.to_dict(),
-            "budget": budget_.to_dict(),
-            "device_profile": profile.name,
-            "trust_remote_code": trust_remote_code,
-            "allow_pickle": allow_pickle,
-            "export": {"exporter": recipe_.export.exporter, "opset": recipe_.export.opset,
-                       "max_abs_diff": export_report.max_abs_diff, "atol": recipe_.export.atol},
-            "evaluation": {"data": recipe_.evaluate.data, "train_texts": len(split.train),
-                           "test_texts": len(split.test), "batch": 1},
-            "stages": {s.name: s.summary() for s in stages},
-            "metrics": final.metrics,
-            "verdict": verdict.to_dict(),
-            "provenance": run.provenance,
-            "rerun": f"edgegolf compress {src.name if src.kind != 'default' else ''} --recipe recipe.toml -o OUT".replace("  ", " "),
-            "versions": _versions(),
-            "seconds": round(time.perf_counter() - started, 1),
-        }
-        (writer.staging / "report.md").write_text(markdown_report(result), encoding="utf-8")
+        manifest = _manifest(result, run, export_report, split, trust_remote_code=trust_remote_code,
+                             allow_pickle=allow_pickle, seconds=time.perf_counter() - started)
+        _fill_bundle(writer.staging, result, run, quantized or graph)
         result.manifest = writer.commit(manifest)
     return result
+
+
+def _fill_bundle(folder: Path, result: CompressResult, run: _Run, final_graph: Path) -> None:
+    """The final graph, the tokenizer, the config, the recipe and the report (the manifest is last)."""
+    from edgegolf.report import markdown_report, recipe_toml
+
+    if Path(str(final_graph) + ".data").exists():
+        raise ExportError("graphs with external weight data are not bundled yet (models over 2 GB)")
+    shutil.copyfile(final_graph, folder / "model.onnx")
+    for file in run.tokenizer_json.parent.iterdir():
+        shutil.copyfile(file, folder / file.name)
+    run.student.config.save_pretrained(str(folder))
+    (folder / "recipe.toml").write_text(recipe_toml(result.recipe, result.budget), encoding="utf-8")
+    (folder / "report.md").write_text(markdown_report(result), encoding="utf-8")
+
+
+def _manifest(result: CompressResult, run: _Run, export_report, split: Split, *, trust_remote_code: bool,
+              allow_pickle: bool, seconds: float) -> dict[str, Any]:
+    """Everything needed to load the bundle and to rerun exactly the same pipeline."""
+    recipe, src = result.recipe, result.source
+    source_arg = "" if src.kind == "default" else f" {src.name}"
+    return {
+        "created_by": f"edgegolf {__version__}",
+        "task": result.task,
+        "model": run.spec.to_dict(),
+        "source": src.to_dict(),
+        "recipe": recipe.to_dict(),
+        "budget": result.budget.to_dict(),
+        "device_profile": result.profile.name,
+        "trust_remote_code": trust_remote_code,
+        "allow_pickle": allow_pickle,
+        "export": {"exporter": recipe.export.exporter, "opset": recipe.export.opset,
+                   "max_abs_diff": export_report.max_abs_diff, "atol": recipe.export.atol},
+        "evaluation": {"data": recipe.evaluate.data, "train_texts": len(split.train), "test_texts": len(split.test),
+                       "batch": 1},
+        "stages": {s.name: s.summary() for s in result.stages},
+        "metrics": result.final.metrics,
+        "verdict": result.verdict.to_dict(),
+        "provenance": run.provenance,
+        "rerun": f"edgegolf compress{source_arg} --recipe recipe.toml -o OUT",
+        "versions": _versions(),
+        "seconds": round(seconds, 1),
+    }
 
 
 def _export(run: _Run, work: Path):
