@@ -15,6 +15,7 @@ import os
 import platform
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
@@ -146,7 +147,7 @@ class _Run:
         self.student = teacher
         self.tokenizer_json: Path | None = None
         self.spec = teacher_encoder.spec
-        self.eval_threads = os.cpu_count() or 1
+        self.eval_threads = work_threads()
         # the budget's device first, then the ones timed for the report
         self.profiles = [profile] + [get_profile(name) for name in recipe.bench.also if name != profile.name]
         self.bench_texts = list(split.train.texts[:16])
@@ -188,15 +189,10 @@ class _Run:
         module = self.adapter.export_module(self.teacher)
         tensors = [torch.from_numpy(feeds[n]) for n in self.spec.input_names]
         latency = {}
-        threads = torch.get_num_threads()
         for profile in self.profiles:
-            torch.set_num_threads(profile.threads or os.cpu_count() or 1)
-            try:
-                with pinned(profile), torch.inference_mode():
-                    latency[profile.name] = measure_latency(lambda: module(*tensors), warmup=bench.warmup,
-                                                            runs=bench.runs, max_seconds=bench.max_seconds)
-            finally:
-                torch.set_num_threads(threads)
+            with _torch_threads(profile.threads or os.cpu_count() or 1), pinned(profile), torch.inference_mode():
+                latency[profile.name] = measure_latency(lambda: module(*tensors), warmup=bench.warmup,
+                                                        runs=bench.runs, max_seconds=bench.max_seconds)
         rss = peak_rss_torch(source.path, self.spec.task, threads=self.profile.threads, batch=bench.batch,
                              seq=bench.seq, texts=self.bench_texts, cores=self.profile.cores)
         files = _weight_files(source.path) + [self.teacher_json]
@@ -218,6 +214,28 @@ class _Run:
             "input_sha256": {p.name: sha256_file(p) for p in inputs},
             "output_sha256": {p.name: sha256_file(p) for p in outputs},
         })
+
+
+def work_threads() -> int:
+    """Threads for the work that is not timed (evaluation, pruning, export checks).
+
+    Half the cores: intra-op thread pools that spin (torch's, onnxruntime's) collapse when
+    another process wants the same cores. Measured on this 2-core box beside one busy
+    process: a MiniLM forward took 137 ms on 1 torch thread and 1770 ms on 2.
+    """
+    return max(1, (os.cpu_count() or 2) // 2)
+
+
+@contextmanager
+def _torch_threads(threads: int):
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _weight_files(folder: Path) -> list[Path]:
@@ -272,7 +290,7 @@ def compress(
     adapter = get_task(task_name)
     log.info("compressing %s (%s) for %s on device profile %s", src.name, type(config).__name__, task_name, profile.name)
 
-    with BundleWriter(output, force=force) as writer:
+    with BundleWriter(output, force=force) as writer, _torch_threads(work_threads()):
         work = writer.work
         t = time.perf_counter()
         teacher = adapter.load_model(src.path, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
