@@ -28,7 +28,9 @@ def main() -> int:
     parser.add_argument("--eval-limit", type=int, default=0, help="stratified subset of BBC News (0 = all 2,225)")
     parser.add_argument("--keep", type=Path, help="write the bundle here instead of a temporary folder")
     args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    # edgegolf's progress only: onnxruntime's quantizer logs every tensor at INFO
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    logging.getLogger("edgegolf").setLevel(logging.INFO)
     recipe = {
         "bench": {"device": "cpu-1", "also": ["cpu-2"], "runs": 300, "warmup": 20, "max_seconds": 20.0},
         "evaluate": {"limit": args.eval_limit, "compare": ["ort-quantize-dynamic"]},
