@@ -51,7 +51,11 @@ class FeatureExtraction(TaskAdapter):
         Cosine is the direct objective: the deployed embedding is L2-normalised, so only its
         direction matters. Labels carry no signal for an embedding model and are ignored.
         """
-        from edgegolf.compression.distill.losses import cosine_loss, masked_hidden_mse, mse_loss
+        from edgegolf.compression.distill.losses import (
+            cosine_loss,
+            masked_hidden_mse,
+            mse_loss,
+        )
 
         pooled = (cosine_loss if config.loss == "cosine" else mse_loss)(student["pooled"], teacher["pooled"])
         parts = {config.loss: float(pooled.detach())}

@@ -67,7 +67,11 @@ class TextClassification(TaskAdapter):
 
         Plus hidden_weight x MSE of mapped hidden states when asked.
         """
-        from edgegolf.compression.distill.losses import hard_label_ce, masked_hidden_mse, soft_kl
+        from edgegolf.compression.distill.losses import (
+            hard_label_ce,
+            masked_hidden_mse,
+            soft_kl,
+        )
 
         kl = soft_kl(student["logits"], teacher["logits"], config.temperature)
         parts = {"kl": float(kl.detach())}

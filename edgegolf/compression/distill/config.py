@@ -1,0 +1,214 @@
+"""How to distill: `DistillConfig`, from a spec string (CLI) or a table (TOML recipe).
+
+Both forms go through `distill_config_from_dict`, so they accept the same things and fail
+with the same one-line messages (field, value, what would be accepted). Imports no torch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from edgegolf.errors import RecipeError
+
+SCHEDULES = ("linear", "cosine", "constant")
+LOSSES = ("cosine", "mse")
+PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+DEVICES = ("auto", "cpu", "cuda")
+DEFAULT_DATA = "train-split"
+SPEC_FORM = "steps=600,data=bbc-news,lr=1e-4"
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    """What a distillation run does. Only `steps` has no default.
+
+    `steps` counts optimizer updates; each sees batch_size x grad_accum texts. `warmup` is the
+    fraction of the steps with a linearly rising learning rate. `layer_map` gives, for each
+    student layer in order, the teacher layer (0-based) whose output it should match ("auto":
+    evenly spaced, last to last); used only when hidden_weight > 0. `eval_every` None means
+    ten evaluations per run, 0 none; `patience` counts evaluations without improvement before
+    stopping (None: never stop early). `checkpoint_every` 0 writes no checkpoints.
+    """
+
+    steps: int
+    batch_size: int = 16
+    lr: float = 1e-4
+    warmup: float = 0.1
+    schedule: str = "linear"
+    grad_accum: int = 1
+    max_length: int = 128
+    loss: str = "cosine"  # feature-extraction: the loss on pooled embeddings
+    hidden_weight: float = 0.0  # weight of the MSE between mapped hidden states
+    layer_map: str | tuple[int, ...] = "auto"
+    temperature: float = 2.0  # text-classification: softening of both models' logits
+    label_weight: float = 0.5  # text-classification: share of the hard-label loss where labels exist
+    data: str = DEFAULT_DATA
+    column: str | None = None
+    eval_every: int | None = None
+    eval_fraction: float = 0.05  # share of the transfer texts held out for evaluation
+    patience: int | None = None
+    checkpoint_every: int = 0
+    seed: int = 0
+    precision: str = "auto"
+    device: str = "auto"
+    weight_decay: float = 0.01
+    teacher_cache: bool = True  # keep the teacher's per-text targets between epochs (up to 4 GiB)
+    dropout: bool = True  # False trains the student with dropout off: faster fitting on little data
+    freeze_embeddings: bool = False  # keep the token embeddings as they are (the teacher's, after pruning)
+    windows: int = 1  # train on up to this many max_length-token windows of each long text, not its start only
+    log_every: int | None = None  # progress line every N steps; None: about 20 lines per run
+
+    def to_dict(self) -> dict[str, Any]:
+        """Every field, JSON-ready (the provenance record and a checkpoint's identity)."""
+        out = asdict(self)
+        if isinstance(self.layer_map, tuple):
+            out["layer_map"] = list(self.layer_map)
+        return out
+
+    @property
+    def evaluations_every(self) -> int:
+        if self.eval_every is None:
+            return max(1, self.steps // 10)
+        return self.eval_every
+
+
+def _number(name: str, value: Any, kind: type, rule: str) -> Any:
+    if isinstance(value, bool):
+        raise RecipeError(f"distill.{name} = {value!r} is not a number; {rule}")
+    if kind is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if kind is float and isinstance(value, int):
+        value = float(value)
+    if not isinstance(value, kind):
+        raise RecipeError(f"distill.{name} = {value!r} is not a{'n integer' if kind is int else ' number'}; {rule}")
+    return value
+
+
+def _int_at_least(name: str, value: Any, low: int, what: str) -> int:
+    rule = f"give {what}, an integer >= {low}"
+    value = _number(name, value, int, rule)
+    if value < low:
+        raise RecipeError(f"distill.{name} = {value!r} is out of range; {rule}")
+    return value
+
+
+def _float_in(name: str, value: Any, low: float, high: float | None, what: str, *, open_low: bool = False) -> float:
+    bound = f"{low} < {name}" if open_low else f"{low} <= {name}"
+    rule = f"give {what}, {bound}" + (f" <= {high}" if high is not None else "")
+    value = _number(name, value, float, rule)
+    if (value <= low if open_low else value < low) or (high is not None and value > high):
+        raise RecipeError(f"distill.{name} = {value!r} is out of range; {rule}")
+    return value
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise RecipeError(f"distill.{name} = {value!r} is not accepted; choose one of: {', '.join(choices)}")
+    return value
+
+
+def _layer_map(value: Any) -> str | tuple[int, ...]:
+    rule = 'give "auto" or the teacher layer (0-based) for each student layer, e.g. [0, 3, 5] or "0;3;5"'
+    if value == "auto":
+        return "auto"
+    if isinstance(value, str):
+        parts = [p.strip() for p in value.replace(";", " ").split()]
+        try:
+            value = [int(p) for p in parts]
+        except ValueError:
+            raise RecipeError(f"distill.layer_map = {value!r} is not accepted; {rule}") from None
+    if not isinstance(value, (list, tuple)) or not value or any(
+            isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in value):
+        raise RecipeError(f"distill.layer_map = {value!r} is not accepted; {rule}")
+    return tuple(value)
+
+
+def distill_config_from_dict(data: Any) -> DistillConfig:
+    """Validate a [distill] table (the spec string goes through here too)."""
+    if not isinstance(data, dict):
+        raise RecipeError(f"recipe [distill] must be a table like {{steps = 600, data = \"bbc-news\"}}, got {data!r}")
+    allowed = [f.name for f in fields(DistillConfig)]
+    unknown = sorted(set(data) - set(allowed))
+    if unknown:
+        raise RecipeError(f"distill has unknown field {unknown[0]!r}; accepted: {', '.join(allowed)}")
+    if data.get("steps") is None:
+        raise RecipeError(f"distill.steps is missing; give the number of optimizer steps, e.g. {SPEC_FORM}")
+    v: dict[str, Any] = {"steps": _int_at_least("steps", data["steps"], 1, "the number of optimizer steps")}
+    ints = {"batch_size": (1, "the texts per forward pass"), "grad_accum": (1, "the batches per optimizer step"),
+            "max_length": (8, "the tokens kept per text"), "checkpoint_every": (0, "steps between checkpoints (0: none)"),
+            "seed": (0, "the random seed"), "windows": (1, "the windows of max_length tokens used per text")}
+    for name, (low, what) in ints.items():
+        if name in data:
+            v[name] = _int_at_least(name, data[name], low, what)
+    for name, what in (("eval_every", "steps between evaluations (0: none)"),
+                       ("log_every", "steps between progress lines")):
+        if data.get(name) is not None:
+            v[name] = _int_at_least(name, data[name], 0 if name == "eval_every" else 1, what)
+    if data.get("patience") is not None:
+        v["patience"] = _int_at_least("patience", data["patience"], 1, "evaluations without improvement before stopping")
+    if "lr" in data:
+        v["lr"] = _float_in("lr", data["lr"], 0.0, 1.0, "the peak learning rate", open_low=True)
+    if "warmup" in data:
+        v["warmup"] = _float_in("warmup", data["warmup"], 0.0, 1.0, "the fraction of steps spent warming up")
+    if "hidden_weight" in data:
+        v["hidden_weight"] = _float_in("hidden_weight", data["hidden_weight"], 0.0, None, "the weight of the hidden-state loss")
+    if "temperature" in data:
+        v["temperature"] = _float_in("temperature", data["temperature"], 0.0, None, "the softmax temperature", open_low=True)
+    if "label_weight" in data:
+        v["label_weight"] = _float_in("label_weight", data["label_weight"], 0.0, 1.0, "the share of the hard-label loss")
+    if "eval_fraction" in data:
+        v["eval_fraction"] = _float_in("eval_fraction", data["eval_fraction"], 0.0, 0.5,
+                                       "the share of transfer texts held out", open_low=True)
+    if "weight_decay" in data:
+        v["weight_decay"] = _float_in("weight_decay", data["weight_decay"], 0.0, 1.0, "the AdamW weight decay")
+    for name, choices in (("schedule", SCHEDULES), ("loss", LOSSES), ("precision", PRECISIONS), ("device", DEVICES)):
+        if name in data:
+            v[name] = _choice(name, data[name], choices)
+    if "layer_map" in data:
+        v["layer_map"] = _layer_map(data["layer_map"])
+    for name in ("data", "column"):
+        if data.get(name) is not None:
+            value = data[name]
+            if not isinstance(value, str) or not value.strip():
+                accepted = ("train-split, bbc-news, or a path to a .txt/.jsonl/.csv/.parquet file or a saved datasets "
+                            "folder") if name == "data" else "the name of the text column"
+                raise RecipeError(f"distill.{name} = {value!r} is not accepted; give {accepted}")
+            v[name] = value.strip()
+    for name in ("teacher_cache", "dropout", "freeze_embeddings"):
+        if name in data:
+            flag = data[name]
+            if not isinstance(flag, bool):
+                raise RecipeError(f"distill.{name} = {flag!r} is not accepted; choose one of: true, false")
+            v[name] = flag
+    return DistillConfig(**v)
+
+
+def parse_distill_spec(text: str) -> DistillConfig:
+    """Parse the CLI form, e.g. "steps=600,data=bbc-news,lr=1e-4" (paths may not hold commas)."""
+    if not isinstance(text, str) or not text.strip():
+        raise RecipeError(f"distill spec {text!r} is empty; write terms like: {SPEC_FORM}")
+    table: dict[str, Any] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        key, sep, raw = (s.strip() for s in part.partition("="))
+        if not sep or not key or not raw:
+            raise RecipeError(f"distill spec term {part!r} is not key=value; write terms like: {SPEC_FORM}")
+        if key in table:
+            raise RecipeError(f"distill spec sets {key!r} twice; give each key once")
+        table[key] = raw if key in ("data", "column", "layer_map") else _spec_value(raw)
+    return distill_config_from_dict(table)
+
+
+def _spec_value(raw: str) -> Any:
+    if raw.lower() in ("true", "false"):
+        return raw.lower() == "true"
+    if raw.lower() == "none":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(raw)
+        except ValueError:
+            pass
+    return raw
