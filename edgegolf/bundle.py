@@ -24,7 +24,8 @@ def check_output(output: Path, force: bool) -> None:
         raise OutputExistsError(f"output {str(output)!r} is a file, not a bundle folder; remove it or choose another -o")
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this machine with this id still exists (a killed run's does not)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -35,11 +36,13 @@ def _pid_alive(pid: int) -> bool:
 
 
 def remove_stale_staging(output: Path) -> list[Path]:
-    """Remove staging folders left by runs that were killed (their process is gone)."""
+    """Remove staging folders left by runs that were killed (their process is gone), and the
+    old bundle a `--force` run had moved aside when it was killed between its two renames."""
     removed = []
-    for candidate in output.parent.glob(f".{output.name}.partial-*"):
-        pid = candidate.name.rsplit("partial-", 1)[1].split("-", 1)[0]
-        if pid.isdigit() and not _pid_alive(int(pid)):
+    left = [*output.parent.glob(f".{output.name}.partial-*"), *output.parent.glob(f".{output.name}.replaced-*")]
+    for candidate in left:
+        pid = candidate.name.rsplit("-", 2)[-2]
+        if pid.isdigit() and not pid_alive(int(pid)):
             shutil.rmtree(candidate, ignore_errors=True)
             removed.append(candidate)
             log.warning("removed %s, left by an interrupted run", candidate)
@@ -68,7 +71,7 @@ class BundleWriter:
         check_output(self.output, self.force)  # it may have appeared while we worked
         previous = None
         if self.output.exists():
-            previous = self.output.parent / f".{self.output.name}.replaced-{uuid.uuid4().hex[:8]}"
+            previous = self.output.parent / f".{self.output.name}.replaced-{os.getpid()}-{uuid.uuid4().hex[:8]}"
             self.output.rename(previous)
         self.staging.rename(self.output)
         if previous is not None:

@@ -4,6 +4,7 @@ so `edgegolf compress` and `edgegolf.compress()` do the same thing."""
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Optional
@@ -58,12 +59,15 @@ def compress(
         help="A Hugging Face model folder or hub id; omit for the bundled all-MiniLM-L6-v2.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Bundle folder to write.")] = Path("out"),
     task: Annotated[Optional[str], typer.Option(
-        help="feature-extraction | text-classification (default: from the model's config).")] = None,
+        help="feature-extraction | text-classification | causal-lm (default: from the model's config).")] = None,
     recipe: Annotated[Optional[Path], typer.Option(help="Recipe TOML; flags below override its fields.")] = None,
     budget: Annotated[Optional[str], typer.Option(
         help="Limits, e.g. 'size<=24MB,zstd<=20MB,p50<=8ms,p95<=10ms,memory<=300MB,drop<=0.5'.")] = None,
     prune: Annotated[Optional[str], typer.Option(
         help="Structured pruning, e.g. 'layers=3,heads=0.5,ffn=0.5,vocab=corpus.txt' (fractions are kept).")] = None,
+    distill: Annotated[Optional[str], typer.Option(
+        help="Distill the pruned student from the model, e.g. 'steps=600,lr=1e-3,data=train-split' "
+             "(data: train-split, bbc-news, or a .txt/.jsonl/.csv/.parquet file or datasets folder).")] = None,
     quantize: Annotated[Optional[str], typer.Option(
         help="default | int8-dynamic | int8-static | int4 | fp16 | none.")] = None,
     calibration: Annotated[Optional[str], typer.Option(
@@ -76,7 +80,12 @@ def compress(
     exporter: Annotated[Optional[str], typer.Option(help="torch | optimum (needs the optimum extra).")] = None,
     device: Annotated[Optional[str], typer.Option(help="Device profile for latency, e.g. cpu-1, cpu-2.")] = None,
     data: Annotated[Optional[str], typer.Option(
-        help="Evaluation data: bbc-news, or a folder with one sub-folder of .txt files per class.")] = None,
+        help="Evaluation data: bbc-news, a folder with one sub-folder of .txt files per class, "
+             "or a .csv/.jsonl/.parquet file; for causal-lm also a .txt file (its last part is held out).")] = None,
+    text_column: Annotated[Optional[str], typer.Option(
+        help="The text column of a .csv/.jsonl/.parquet --data file (default: text).")] = None,
+    label_column: Annotated[Optional[str], typer.Option(
+        help="The label column of a .csv/.jsonl/.parquet --data file (default: label).")] = None,
     eval_limit: Annotated[Optional[int], typer.Option(help="Evaluate on a stratified subset of N texts.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(
@@ -88,10 +97,12 @@ def compress(
     Exit codes: 0 fits the budget (or no budget), 3 does not fit, 2 bad input or other error.
     """
     pipeline = _pipeline()
+    from edgegolf.compression.distill import parse_distill_spec
     from edgegolf.compression.prune import parse_prune_spec
 
     overrides = {
         "prune": parse_prune_spec(prune).to_dict() if prune is not None else None,
+        "distill": parse_distill_spec(distill).to_dict() if distill is not None else None,
         "quantize.scheme": quantize,
         "quantize.method": calibration,
         "quantize.block_size": block_size,
@@ -100,6 +111,8 @@ def compress(
         "export.exporter": exporter,
         "bench.device": device,
         "evaluate.data": data,
+        "evaluate.text_column": text_column,
+        "evaluate.label_column": label_column,
         "evaluate.limit": eval_limit,
     }
     result = pipeline.compress(
@@ -128,15 +141,232 @@ def prune_command(
           f"({report.params_after / report.params_before:.0%}); written to {output}/ (prune_report.json has the rankings)")
 
 
+@app.command("distill")
+def distill_command(
+    teacher: Annotated[str, typer.Argument(help="The teacher: a Hugging Face model folder.")],
+    student: Annotated[str, typer.Argument(help="The student: a model folder, e.g. written by edgegolf prune.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Hugging Face model folder to write.")] = ...,
+    data: Annotated[Optional[str], typer.Option(
+        help="Transfer texts: train-split (BBC News train), bbc-news, or a .txt/.jsonl/.csv/.parquet file "
+             "or a datasets folder.")] = None,
+    column: Annotated[Optional[str], typer.Option(help="The text column of a .jsonl/.csv/.parquet/datasets file.")] = None,
+    spec: Annotated[str, typer.Option(
+        help="Training settings, e.g. 'steps=600,lr=1e-3,batch_size=16,hidden_weight=1'.")] = "steps=600",
+    task: Annotated[Optional[str], typer.Option(
+        help="feature-extraction | text-classification (default: from the student's config).")] = None,
+    checkpoint_dir: Annotated[Optional[Path], typer.Option(
+        help="Where checkpoints go (default: OUTPUT.checkpoints beside the output).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint after an interruption.")] = False,
+    force: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+) -> None:
+    """Distill a student from a teacher on transfer texts and write a Hugging Face folder (safetensors)."""
+    from edgegolf.compression.distill import distill_config_from_dict, parse_distill_spec
+
+    given = {key: value for key, value in (("data", data), ("column", column)) if value is not None}
+    config = distill_config_from_dict({**parse_distill_spec(spec).to_dict(), **given})  # a path may hold commas
+    _pipeline()  # the same dependencies as compress
+    from edgegolf.compression.distill.stage import distill_folder
+
+    report = distill_folder(teacher, student, output, config, task=task, checkpoint_dir=checkpoint_dir,
+                            resume=resume, force=force)
+    print(f"{report.summary()}; written to {output}/ (distill_report.json has the loss history)")
+
+
+@app.command("verify")
+def verify_command(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by edgegolf compress.")],
+    text: Annotated[Optional[list[str]], typer.Option(
+        help="A text to run through the bundle (repeatable); longer than max_length tokens is truncated.")] = None,
+) -> None:
+    """Check a bundle before deploying it: every file against its manifest sha256, then the graph loads and runs."""
+    from edgegolf.runtime import load
+
+    model = load(bundle, threads=1)  # refuses changed, missing or outside-pointing files
+    texts = list(text) if text else ["edgegolf verify"]
+    feeds = model.encode(texts)
+    model.run(feeds)
+    print(f"bundle {bundle}/ is intact: {len(model.manifest['files'])} files match manifest.json; "
+          f"its {model.spec.task} graph loads and runs")
+    for i, (chars, tokens) in enumerate(zip(map(len, texts), feeds["attention_mask"].sum(axis=1)), 1):
+        cut = " (the bundle's max_length: longer texts are truncated to it)" if tokens == model.spec.max_length else ""
+        print(f"text {i}: {chars:,} characters fed as {int(tokens)} tokens{cut}")
+
+
+@app.command("search")
+def search_command(
+    source: Annotated[Optional[str], typer.Argument(
+        help="A Hugging Face model folder or hub id; omit for the bundled all-MiniLM-L6-v2.")] = None,
+    budget: Annotated[str, typer.Option(
+        help="Limits to fit, e.g. 'size<=10MB,p50<=5ms,drop<=1' (the search's constraints).")] = ...,
+    trials: Annotated[int, typer.Option(help="Completed trials the study should hold (all workers, all runs).")] = 20,
+    time: Annotated[Optional[str], typer.Option("--time", help="Stop starting trials after this long: 90s, 30m, 2h.")] = None,
+    storage: Annotated[Optional[str], typer.Option(
+        help="Optuna storage URL shared by workers: sqlite:///search.db (one machine), "
+             "postgresql+psycopg2://user:pw@host/db (several). Default: sqlite file OUT.search.db beside OUT.")] = None,
+    study: Annotated[Optional[str], typer.Option(help="Study name in the storage (default: edgegolf-<OUT name>).")] = None,
+    output: Annotated[Path, typer.Option("-o", "--output", help="Bundle folder for the chosen model.")] = Path("out"),
+    task: Annotated[Optional[str], typer.Option(help="feature-extraction | text-classification.")] = None,
+    recipe: Annotated[Optional[Path], typer.Option(help="Base recipe TOML (evaluate, bench, export settings).")] = None,
+    device: Annotated[Optional[str], typer.Option(help="Device profile for latency, e.g. cpu-1.")] = None,
+    eval_limit: Annotated[Optional[int], typer.Option(help="Evaluate on a stratified subset of N texts.")] = None,
+    distill: Annotated[Optional[str], typer.Option(
+        help="Offer distillation of pruned students with these settings, e.g. 'steps=300' (a choice per trial).")] = None,
+    sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe | nsga2 (both multi-objective, constrained).")] = "tpe",
+    seed: Annotated[Optional[int], typer.Option(help="Sampler seed (give workers different seeds).")] = None,
+    force: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
+    trust_remote_code: Annotated[bool, typer.Option(help="Run code shipped with the model.")] = False,
+) -> None:
+    """Search prune, quantization (and with --distill, distillation) settings for the most accurate model that fits the budget.
+
+    Rerun the same command to continue an interrupted search; start it several times on one
+    storage to share the trials. Exit codes: 0 a fitting model is in OUT, 3 nothing fits
+    (OUT holds the closest candidate), 2 bad input or other error.
+    """
+    _pipeline()
+    try:
+        from edgegolf.search import search
+    except ImportError as exc:
+        raise MissingExtraError(f"search needs the 'search' extra ({exc.name or exc}): pip install 'edgegolf[search]'") from None
+    result = search(source, output=output, budget=budget, trials=trials, time_limit=time, storage=storage,
+                    study=study, task=task, recipe=recipe,
+                    overrides={"bench.device": device, "evaluate.limit": eval_limit}, distill=distill,
+                    sampler=sampler, seed=seed, force=force, trust_remote_code=trust_remote_code)
+    print(f"## Pareto front ({len(result.records)} completed trials; * = the bundle in {output}/)\n")
+    print(result.front_markdown + "\n")
+    print(("FITS: " if result.fits else "NOTHING FITS: ") + result.message)
+    reuse = result.reuse
+    if reuse.get("median_seconds"):
+        times = "; ".join(f"{kind}: median {seconds:.1f} s over {reuse['trials'][kind]} trials"
+                          for kind, seconds in reuse["median_seconds"].items())
+        print(f"trial time by shared work ({times}); reused work had taken {reuse['reused_work_seconds']:.0f} s")
+    print(f"this process: {result.wall_seconds:.0f} s wall, {result.cpu_seconds:.0f} s CPU")
+    print(f"bundle: {output}/ (trial {result.chosen.number}); front: {result.search_dir}/front.md, front.svg; "
+          f"study {result.study_name!r} in {result.storage} (rerun to continue)")
+    raise typer.Exit(EXIT_FITS if result.fits else EXIT_DOES_NOT_FIT)
+
+
+# --- measuring and reports (edgegolf.devices, edgegolf.reports) ---
+_Device = Annotated[str, typer.Option(help="Device profiles, comma-separated: cpu-1,cpu-2, cuda, torch-cuda, "
+                                           "ssh://user@host[:port], or names from --profiles.")]
+_Batch = Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated, e.g. 1,8.")]
+_Seq = Annotated[str, typer.Option("--seq", help="Sequence lengths in tokens, comma-separated, e.g. 32,128.")]
+_Profiles = Annotated[Optional[Path], typer.Option(
+    help="A TOML file of user device profiles (one profiles.NAME table each).")]
+_Json = Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON (versioned schema).")]
+_Html = Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML page with plots.")]
+_Warmup = Annotated[int, typer.Option(help="Untimed calls before timing each shape.")]
+_Runs = Annotated[int, typer.Option(help="Timed calls per shape (at most).")]
+_MaxSeconds = Annotated[float, typer.Option(help="Time budget per shape; at least 20 runs are always timed.")]
+_KnownHosts = Annotated[Optional[Path], typer.Option(help="ssh: known_hosts file (default ~/.ssh/known_hosts).")]
+_AcceptNew = Annotated[bool, typer.Option(help="ssh: trust and record an unknown host key (never a changed one).")]
+_Identity = Annotated[Optional[list[Path]], typer.Option(help="ssh: private key file (repeatable).")]
+_RemotePython = Annotated[Optional[str], typer.Option(help="ssh: the device's python with onnxruntime and numpy.")]
+
+
+def _bench_section(artifact, device, batch, seq, profiles, warmup, runs, max_seconds, cold_start, known_hosts,
+                   accept_new_host_key, identity, remote_python, torch_model):
+    from edgegolf.devices.bench import BenchSettings, bench, parse_int_list, resolve_devices
+    from edgegolf.devices.profiles import load_profiles_toml
+    from edgegolf.devices.remote import RemoteOptions
+
+    custom = load_profiles_toml(profiles) if profiles else None
+    settings = BenchSettings(batches=parse_int_list(batch, "batch"), seqs=parse_int_list(seq, "seq"), warmup=warmup,
+                             runs=runs, max_seconds=max_seconds, cold_start=cold_start)
+    remote = RemoteOptions(known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,
+                           identity=tuple(identity or ()), python=remote_python)
+    return bench(artifact, resolve_devices(device, custom), settings, remote=remote, torch_model=torch_model)
+
+
+def _emit(document, json_path, html_path) -> None:
+    from edgegolf.reports import render_markdown, write_outputs
+
+    written = write_outputs(document, json_path=json_path, html_path=html_path)
+    print(render_markdown(document))
+    for path in written:
+        log.info("wrote %s", path)
+
+
+@app.command("bench")
+def bench_command(
+    artifact: Annotated[Path, typer.Argument(help="A bundle folder, or an .onnx file with tokenizer.json beside it.")],
+    device: _Device = "cpu-1", batch: _Batch = "1", seq: _Seq = "128", profiles: _Profiles = None,
+    warmup: _Warmup = 10, runs: _Runs = 100, max_seconds: _MaxSeconds = 5.0,
+    cold_start: Annotated[bool, typer.Option(help="Also time load + first inference and peak RSS in a fresh process.")] = True,
+    json_path: _Json = None, html_path: _Html = None, known_hosts: _KnownHosts = None,
+    accept_new_host_key: _AcceptNew = False, identity: _Identity = None, remote_python: _RemotePython = None,
+    torch_model: Annotated[Optional[Path], typer.Option(help="torch-cuda: the Hugging Face model folder to time.")] = None,
+) -> None:
+    """Time an artifact on device profiles over batch sizes and sequence lengths; Markdown on stdout."""
+    from edgegolf.reports import new_document
+
+    section = _bench_section(artifact, device, batch, seq, profiles, warmup, runs, max_seconds, cold_start,
+                             known_hosts, accept_new_host_key, identity, remote_python, torch_model)
+    _emit(new_document("bench", bench=section), json_path, html_path)
+
+
+@app.command("report")
+def report_command(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by edgegolf compress.")],
+    json_path: _Json = None, html_path: _Html = None,
+    bench: Annotated[bool, typer.Option("--bench", help="Also benchmark the bundle now (see edgegolf bench).")] = False,
+    device: _Device = "cpu-1", batch: _Batch = "1", seq: _Seq = "128", profiles: _Profiles = None,
+    warmup: _Warmup = 10, runs: _Runs = 100, max_seconds: _MaxSeconds = 5.0, known_hosts: _KnownHosts = None,
+    accept_new_host_key: _AcceptNew = False, identity: _Identity = None, remote_python: _RemotePython = None,
+) -> None:
+    """A bundle's report: the stage table from its manifest (size, latency, accuracy per stage), plus an optional fresh bench."""
+    from edgegolf.reports import bundle_section, new_document
+
+    section = bundle_section(bundle)
+    measured = _bench_section(bundle, device, batch, seq, profiles, warmup, runs, max_seconds, True, known_hosts,
+                              accept_new_host_key, identity, remote_python, None) if bench else None
+    _emit(new_document("report", bundle=section, bench=measured), json_path, html_path)
+
+
+@app.command("compare")
+def compare_command(
+    a: Annotated[Path, typer.Argument(help="Artifact A: a bundle folder or an .onnx file.")],
+    b: Annotated[Path, typer.Argument(help="Artifact B, timed interleaved with A.")],
+    device: Annotated[str, typer.Option(
+        help="One profile: cpu-1, cpu-2, ..., cuda, or ssh://user@host[:port].")] = "cpu-1",
+    batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
+    seq: Annotated[int, typer.Option(help="Sequence length in tokens.")] = 128,
+    rounds: Annotated[int, typer.Option(help="Interleaved rounds (A then B, B then A, ...).")] = 10,
+    runs_per_round: Annotated[int, typer.Option(help="Timed calls of each artifact per round.")] = 10,
+    profiles: _Profiles = None, json_path: _Json = None, html_path: _Html = None, known_hosts: _KnownHosts = None,
+    accept_new_host_key: _AcceptNew = False, identity: _Identity = None, remote_python: _RemotePython = None,
+) -> None:
+    """Time two artifacts in the same run, interleaved: the ratio B/A and whether it is beyond the noise."""
+    from edgegolf.devices.compare import compare
+    from edgegolf.devices.profiles import get_profile, load_profiles_toml
+    from edgegolf.devices.remote import RemoteOptions
+    from edgegolf.reports import new_document
+
+    profile = get_profile(device, load_profiles_toml(profiles) if profiles else None)
+    remote = RemoteOptions(known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,
+                           identity=tuple(identity or ()), python=remote_python)
+    section = compare(a, b, profile, batch=batch, seq=seq, rounds=rounds, runs_per_round=runs_per_round,
+                      remote=remote)
+    _emit(new_document("compare", compare=section), json_path, html_path)
+
+
+@app.command("devices")
+def devices_command(profiles: _Profiles = None) -> None:
+    """List the device profiles, what each needs, and whether this machine has it."""
+    from edgegolf.devices.listing import describe_profiles, devices_markdown
+    from edgegolf.devices.profiles import load_profiles_toml
+
+    print(devices_markdown(describe_profiles(load_profiles_toml(profiles) if profiles else None)))
+
+
 def _print_result(result) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from edgegolf.report import COLUMNS, measured_conditions, stage_rows
+    from edgegolf.report import measured_conditions, stage_rows, table_columns
 
     console = Console(width=max(120, Console().width))
     table = Table(title=f"{result.source.name} ({result.task})")
-    for column in COLUMNS:
+    for column in table_columns(result):
         table.add_column(column, justify="left" if column == "stage" else "right")
     for row in stage_rows(result):
         table.add_row(*row)
@@ -151,14 +381,33 @@ def _print_result(result) -> None:
 
 
 def main() -> None:
+    try:  # typer vendors its own click since 0.2x; older releases use click itself
+        from typer._click import exceptions as click_errors
+    except ImportError:
+        from click import exceptions as click_errors
+
     try:
-        app()
+        # not standalone: a mistyped option or value becomes one `error:` line like every
+        # other bad input, instead of click's usage box
+        code = app(standalone_mode=False, prog_name="edgegolf")
+    except click_errors.NoArgsIsHelpError as exc:  # plain `edgegolf`: the help
+        exc.show()
+        sys.exit(EXIT_ERROR)
+    except click_errors.UsageError as exc:
+        where = exc.ctx.command_path if exc.ctx is not None else "edgegolf"
+        message = " ".join(exc.format_message().split())
+        print(f"error: {message} (see '{where} --help')", file=sys.stderr)
+        sys.exit(EXIT_ERROR)
     except EdgegolfError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
-    except KeyboardInterrupt:
+    except (KeyboardInterrupt, getattr(click_errors, "Abort", KeyboardInterrupt)):
         print("interrupted: no bundle was written", file=sys.stderr)
         sys.exit(EXIT_ERROR)
+    except BrokenPipeError:  # `edgegolf report ... | head`: the reader left, nothing to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(EXIT_ERROR)
+    sys.exit(code if isinstance(code, int) else EXIT_FITS)
 
 
 if __name__ == "__main__":

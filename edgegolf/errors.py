@@ -53,3 +53,7 @@ class InputError(EdgegolfError, ValueError):
 
 class PruneError(EdgegolfError):
     """The model cannot be pruned as asked: unsupported architecture or tokenizer, or sizes out of range."""
+
+
+class DeviceError(EdgegolfError):
+    """A device cannot be measured: unreachable, refused, or missing the runtime it needs."""

@@ -10,6 +10,7 @@ in the bundle's manifest.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import platform
@@ -26,6 +27,7 @@ import numpy as np
 from edgegolf import __version__
 from edgegolf.bundle import BundleWriter, check_output
 from edgegolf.data import Split, load_labelled_texts, stratified_split
+from edgegolf.devices.cuda import ort_providers
 from edgegolf.devices.inputs import bench_onnx, fixed_shape_feeds
 from edgegolf.devices.latency import LatencyStats, measure_latency
 from edgegolf.devices.memory import peak_rss_onnx, peak_rss_torch
@@ -153,13 +155,24 @@ class _Run:
         self.bench_texts = list(split.train.texts[:16])
         self.teacher_outputs: Outputs | None = None
         self.provenance: list[dict[str, Any]] = []
+        self.prune_report = None  # edgegolf.compression.prune.PruneReport when pruned
+        self.distill = None  # edgegolf.compression.distill.DistillReport when distilled
+
+    def again(self, recipe: Recipe) -> "_Run":
+        """A new run over this run's loaded and measured teacher (StageMemo: a search's next trial)."""
+        run = _Run(recipe, self.profile, self.split, self.adapter, self.teacher, self.teacher_json,
+                   self.teacher_encoder, self.source_dir, self.trust_remote_code)
+        run.teacher_outputs = self.teacher_outputs
+        run.provenance = [{**record, "reused": True} for record in self.provenance[:1]]  # the load record
+        return run
 
     # --- measuring -------------------------------------------------------------------------
     def outputs_of(self, item, label: str) -> Outputs:
-        texts = self.split.train.texts + self.split.test.texts
+        train = self.split.train.texts if self.adapter.scores_train else ()
+        texts = train + self.split.test.texts
         rows = [item(text) for text in track(texts, f"evaluate {label}", len(texts))]
-        n = len(self.split.train)
-        return Outputs(np.stack(rows[:n]), np.stack(rows[n:]))
+        n = len(train)
+        return Outputs(np.stack(rows[:n]) if n else np.zeros((0, *rows[0].shape)), np.stack(rows[n:]))
 
     def measure_onnx(self, name: str, description: str, onnx_path: Path, *, reference: bool = False) -> StageResult:
         bench = self.recipe.bench
@@ -216,6 +229,51 @@ class _Run:
         })
 
 
+class StageMemo:
+    """Work shared by several compress runs of one process (a search's trials): the loaded,
+    measured teacher, and each student (prune, distill, export, optimize and their
+    measurements), keyed by the recipe fields that decide them. Their files live in `folder`,
+    outside every bundle's staging folder, so that later runs can reuse them."""
+
+    def __init__(self, folder: str | Path, *, max_students: int = 8):
+        self.folder = Path(folder)
+        self.max_students = max_students  # pruned models stay in memory: bound them
+        self._entries: dict[str, tuple[Any, float]] = {}
+        self.hits: dict[str, int] = {"teacher": 0, "student": 0}
+        self.misses: dict[str, int] = {"teacher": 0, "student": 0}
+        self.saved_seconds = 0.0  # what the reused work took when it was done
+
+    @staticmethod
+    def key(kind: str, *parts: Any) -> str:
+        import hashlib
+        import json
+
+        blob = json.dumps([kind, *[p if isinstance(p, (str, int, float, bool, dict, list, type(None))) else repr(p)
+                                   for p in parts]], sort_keys=True, default=str)
+        return f"{kind}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+
+    def folder_for(self, key: str) -> Path:
+        return self.folder / key
+
+    def get(self, key: str) -> Any:
+        kind = key.split("-", 1)[0]
+        entry = self._entries.get(key)
+        if entry is None:
+            self.misses[kind] += 1
+            return None
+        self._entries[key] = self._entries.pop(key)  # most recently used last
+        self.hits[kind] += 1
+        self.saved_seconds += entry[1]
+        return entry[0]
+
+    def put(self, key: str, value: Any, seconds: float) -> None:
+        self._entries[key] = (value, seconds)
+        students = [k for k in self._entries if k.startswith("student-")]
+        for old in students[: max(0, len(students) - self.max_students)]:
+            del self._entries[old]
+            shutil.rmtree(self.folder_for(old), ignore_errors=True)
+
+
 def work_threads() -> int:
     """Threads for the work that is not timed (evaluation, pruning, export checks).
 
@@ -254,12 +312,15 @@ def compress(
     force: bool = False,
     trust_remote_code: bool = False,
     allow_pickle: bool = False,
+    memo: "StageMemo | None" = None,
 ) -> CompressResult:
     """Compress `source` (a model folder, a hub id, or None for the bundled MiniLM) into a
     bundle at `output`, measure every stage, and check `budget`.
 
     `recipe` is a Recipe, a dict shaped like the TOML file, or the path of a TOML file;
     `overrides` are dotted recipe fields, as the CLI flags set them ({"quantize.scheme": "int4"}).
+    `memo` (a search passes one) reuses the teacher's measurements and each student's export
+    from earlier runs of the same process instead of redoing them.
     """
     started = time.perf_counter()
     if task is not None:
@@ -268,17 +329,17 @@ def compress(
     output = Path(output)
     check_output(output, force)  # before any work, so a mistake costs nothing
     profile = get_profile(recipe_.bench.device)
-    for name in recipe_.bench.also:
-        get_profile(name)  # a typo must fail before any work
+    for candidate in [profile, *(get_profile(name) for name in recipe_.bench.also)]:
+        # a typo, an ssh:// device (edgegolf bench times those) or a missing GPU runtime fails before any work
+        ort_providers(candidate)
     quant = quant_config(recipe_.quantize)
+    if recipe_.distill and not recipe_.prune:
+        raise RecipeError("distill needs a smaller student: add a [prune] section (or --prune) to make one")
     if recipe_.export.exporter == "optimum":
         from edgegolf.export.optimum import require_optimum
 
         require_optimum()
-    src = resolve_source(source)
-    data = load_labelled_texts(recipe_.evaluate.data)
-    split = stratified_split(data, test_fraction=recipe_.evaluate.test_fraction, seed=recipe_.evaluate.seed,
-                             limit=recipe_.evaluate.limit or None)
+    src = resolve_source(source, trust_remote_code=trust_remote_code)
 
     from transformers import AutoConfig, AutoTokenizer
 
@@ -287,41 +348,55 @@ def compress(
     except (OSError, ValueError) as exc:
         raise SourceError(f"cannot read the model config in {str(src.path)!r}: {str(exc).splitlines()[0]}") from None
     task_name = recipe_.task or infer_task(config)
+    if task_name == "text-classification" and getattr(config, "architectures", None) and \
+            infer_task(config) != task_name:  # the head would be random weights, measured as if trained
+        raise SourceError(f"model {src.name!r} is a {config.architectures[0]} with no classification head; "
+                          "text-classification needs a model fine-tuned for it, or use --task feature-extraction")
     adapter = get_task(task_name)
+    split = adapter.load_split(recipe_.evaluate)  # the task decides what its data looks like (causal-lm: .txt)
     log.info("compressing %s (%s) for %s on device profile %s", src.name, type(config).__name__, task_name, profile.name)
 
     with BundleWriter(output, force=force) as writer, _torch_threads(work_threads()):
         work = writer.work
-        t = time.perf_counter()
-        teacher = adapter.load_model(src.path, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(src.path), trust_remote_code=trust_remote_code)
-        except (OSError, ValueError) as exc:
-            raise SourceError(f"cannot load the tokenizer in {str(src.path)!r}: {str(exc).splitlines()[0]}") from None
-        if not getattr(tokenizer, "is_fast", False):
-            raise SourceError(f"the tokenizer of {src.name!r} has no fast (tokenizer.json) version; the runtime needs one")
-        input_names = adapter.input_names(teacher, tokenizer)
-        teacher_json = _save_tokenizer(tokenizer, work / "teacher-tokenizer")
-        teacher_spec = adapter.model_spec(teacher, tokenizer, input_names, recipe_.export.max_length)
-        run = _Run(recipe_, profile, split, adapter, teacher, teacher_json, make_tokenizer(teacher_json, teacher_spec),
-                   src.path, trust_remote_code)
-        run.record("load", {"source": src.to_dict(), "task": task_name, "model_class": type(teacher).__name__},
-                   {"parameters": int(sum(p.numel() for p in teacher.parameters()))}, t,
-                   _weight_files(src.path), [teacher_json])
-        stages = [run.measure_teacher(src)]
+        teacher_key = memo.key("teacher", src.to_dict(), task_name, recipe_.evaluate, recipe_.bench,
+                               recipe_.export.max_length, trust_remote_code, allow_pickle) if memo else None
+        if memo is not None and (hit := memo.get(teacher_key)):
+            template, teacher_stage, tokenizer, input_names = hit
+            run = template.again(recipe_)
+        else:
+            t = time.perf_counter()
+            teacher_work = memo.folder_for(teacher_key) if memo else work  # kept for later runs
+            teacher = adapter.load_model(src.path, trust_remote_code=trust_remote_code, allow_pickle=allow_pickle)
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(str(src.path), trust_remote_code=trust_remote_code)
+            except (OSError, ValueError) as exc:
+                raise SourceError(f"cannot load the tokenizer in {str(src.path)!r}: {str(exc).splitlines()[0]}") from None
+            if not getattr(tokenizer, "is_fast", False):
+                raise SourceError(f"the tokenizer of {src.name!r} has no fast (tokenizer.json) version; the runtime needs one")
+            input_names = adapter.input_names(teacher, tokenizer)
+            teacher_json = _save_tokenizer(tokenizer, teacher_work / "teacher-tokenizer")
+            teacher_spec = adapter.model_spec(teacher, tokenizer, input_names, recipe_.export.max_length)
+            run = _Run(recipe_, profile, split, adapter, teacher, teacher_json, make_tokenizer(teacher_json, teacher_spec),
+                       src.path, trust_remote_code)
+            run.record("load", {"source": src.to_dict(), "task": task_name, "model_class": type(teacher).__name__},
+                       {"parameters": int(sum(p.numel() for p in teacher.parameters()))}, t,
+                       _weight_files(src.path), [teacher_json])
+            teacher_stage = run.measure_teacher(src)
+            if memo is not None:
+                memo.put(teacher_key, (run, teacher_stage, tokenizer, input_names), time.perf_counter() - t)
+        stages = [copy.deepcopy(teacher_stage)]
 
-        student_tokenizer = _prune(run, tokenizer)
-        # what the bundle ships: the student's tokenizer
-        run.tokenizer_json = _save_tokenizer(student_tokenizer, work / "tokenizer")
-        run.spec = adapter.model_spec(run.student, student_tokenizer, input_names, recipe_.export.max_length)
-
-        fp32_path, export_report = _export(run, work)
-        stages.append(run.measure_onnx("onnx-fp32", "plain fp32 ONNX export", fp32_path))
-        stages[-1].notes.append(f"max abs diff to PyTorch {export_report.max_abs_diff:.2e}")
-        if run.student is not teacher:
-            stages[-1].description = "fp32 ONNX export of the pruned model"
-
-        graph = _optimize(run, work, fp32_path, stages)
+        student_key = memo.key("student", teacher_key, recipe_.prune, recipe_.distill, recipe_.export,
+                               recipe_.optimize) if memo else None
+        if memo is not None and (hit := memo.get(student_key)):
+            fp32_path, export_report, graph = _restore_student(run, stages, hit)
+        else:
+            t, before = time.perf_counter(), (len(stages), len(run.provenance))
+            student_work = memo.folder_for(student_key) if memo else work  # kept for later runs
+            fp32_path, export_report, graph = _student(run, tokenizer, input_names, student_work, stages)
+            if memo is not None:
+                memo.put(student_key, _capture_student(run, stages, before, (fp32_path, export_report, graph)),
+                         time.perf_counter() - t)
         quantized = _quantize(run, work, graph, quant, stages)
         for name in recipe_.evaluate.compare:
             stages.append(_reference(run, work, name, fp32_path, stages[1]))
@@ -343,6 +418,41 @@ def compress(
         _fill_bundle(writer.staging, result, run, quantized or graph)
         result.manifest = writer.commit(manifest)
     return result
+
+
+def _student(run: _Run, tokenizer, input_names, work: Path, stages: list[StageResult]):
+    """Prune, distill, export and optimize the student, measuring each graph. -> (fp32, export report, graph)."""
+    student_tokenizer = _prune(run, tokenizer)
+    _distill(run, tokenizer, student_tokenizer)
+    # what the bundle ships: the student's tokenizer
+    run.tokenizer_json = _save_tokenizer(student_tokenizer, work / "tokenizer")
+    run.spec = run.adapter.model_spec(run.student, student_tokenizer, input_names, run.recipe.export.max_length)
+
+    fp32_path, export_report = _export(run, work)
+    stages.append(run.measure_onnx("onnx-fp32", "plain fp32 ONNX export", fp32_path))
+    stages[-1].notes.append(f"max abs diff to PyTorch {export_report.max_abs_diff:.2e}")
+    if run.student is not run.teacher:
+        stages[-1].description = "fp32 ONNX export of the pruned model" + (" after distillation" if run.distill else "")
+    if run.distill:
+        stages[-1].notes.append(run.distill.summary())
+
+    graph = _optimize(run, work, fp32_path, stages)
+    return fp32_path, export_report, graph
+
+
+def _capture_student(run: _Run, stages: list[StageResult], before: tuple[int, int], made: tuple) -> dict[str, Any]:
+    """What `_student` changed: the run's fields, the stages and provenance records it added."""
+    return {"fields": {k: v for k, v in vars(run).items() if k not in ("recipe", "provenance")},
+            "stages": copy.deepcopy(stages[before[0]:]), "records": copy.deepcopy(run.provenance[before[1]:]),
+            "made": made}
+
+
+def _restore_student(run: _Run, stages: list[StageResult], saved: dict[str, Any]):
+    vars(run).update(saved["fields"])
+    stages.extend(copy.deepcopy(saved["stages"]))
+    # the records keep the seconds the work took when it was done, in an earlier run
+    run.provenance.extend({**record, "reused": True} for record in copy.deepcopy(saved["records"]))
+    return saved["made"]
 
 
 def _fill_bundle(folder: Path, result: CompressResult, run: _Run, final_graph: Path) -> None:
@@ -377,7 +487,7 @@ def _manifest(result: CompressResult, run: _Run, export_report, split: Split, *,
         "export": {"exporter": recipe.export.exporter, "opset": recipe.export.opset,
                    "max_abs_diff": export_report.max_abs_diff, "atol": recipe.export.atol},
         "evaluation": {"data": recipe.evaluate.data, "train_texts": len(split.train), "test_texts": len(split.test),
-                       "batch": 1},
+                       "classes": sorted(set(split.train.labels) | set(split.test.labels)), "batch": 1},
         "stages": {s.name: s.summary() for s in result.stages},
         "metrics": result.final.metrics,
         "verdict": result.verdict.to_dict(),
@@ -389,8 +499,6 @@ def _manifest(result: CompressResult, run: _Run, export_report, split: Split, *,
 
 
 def _export(run: _Run, work: Path):
-    from edgegolf.export.onnx import export_onnx
-
     settings = run.recipe.export
     t = time.perf_counter()
     texts = list(run.split.train.texts[:8])
@@ -407,9 +515,9 @@ def _export(run: _Run, work: Path):
             atol=settings.atol, input_names=list(run.spec.input_names), output_names=list(run.spec.output_names),
             trust_remote_code=run.trust_remote_code)
     else:
-        report = export_onnx(run.adapter.export_module(run.student), work / "model-fp32.onnx",
-                             input_names=list(run.spec.input_names), output_names=list(run.spec.output_names),
-                             sample_feeds=sample, verify_feeds=verify, opset=settings.opset, atol=settings.atol)
+        report = run.adapter.export(run.student, work / "model-fp32.onnx", input_names=run.spec.input_names,
+                                    output_names=run.spec.output_names, sample_feeds=sample, verify_feeds=verify,
+                                    opset=settings.opset, atol=settings.atol)
     run.record("export", {"exporter": settings.exporter, "opset": settings.opset, "atol": settings.atol,
                           "max_length": run.spec.max_length},
                {"max_abs_diff": report.max_abs_diff}, t, [], [report.path])
@@ -433,15 +541,34 @@ def _prune(run: _Run, tokenizer):
     run.student, tokenizer, report = prune_model(run.teacher, tokenizer, config, calibration_texts=calibration,
                                                  max_length=run.recipe.export.max_length)
     details = report.to_dict()
+    run.prune_report = report
     log.info("pruned: %d -> %d parameters", report.params_before, report.params_after)
     run.record("prune", config.to_dict(), details, t, [], [])
     return tokenizer
 
 
+def _distill(run: _Run, teacher_tokenizer, student_tokenizer) -> None:
+    """Distill the pruned student from the teacher on transfer data (never the test split)."""
+    from edgegolf.compression.distill import distill_config_from_dict
+    from edgegolf.compression.distill.stage import distill_pruned
+
+    if not run.recipe.distill:
+        return
+    assert run.student is not run.teacher, "compress() refuses distill without prune"  # never train the teacher
+    config = distill_config_from_dict(run.recipe.distill)
+    t = time.perf_counter()
+    run.distill = distill_pruned(
+        run.teacher, run.student, student_tokenizer, run.adapter, config, split=run.split,
+        kept_layers=run.prune_report.kept_layers if run.prune_report else None,
+        teacher_tokenizer=teacher_tokenizer if student_tokenizer is not teacher_tokenizer else None)
+    run.record("distill", run.distill.config.to_dict(), run.distill.record(), t, [], [])
+
+
 def _optimize(run: _Run, work: Path, fp32_path: Path, stages: list[StageResult]) -> Path:
     mode = run.recipe.optimize.mode
-    if mode == "off":
-        run.record("optimize", {"mode": mode}, {"kept": False}, time.perf_counter(), [], [])
+    if mode == "off" or not run.adapter.optimizable:
+        skipped = {} if mode == "off" else {"skipped": f"no verified fusions for {run.adapter.name} graphs"}
+        run.record("optimize", {"mode": mode}, {"kept": False, **skipped}, time.perf_counter(), [], [])
         return fp32_path
     from edgegolf.export.onnx import verify_onnx
     from edgegolf.export.optimize import optimize_graph
@@ -480,7 +607,8 @@ def _quantize(run: _Run, work: Path, graph: Path, quant, stages: list[StageResul
         return None
     t = time.perf_counter()
     encoder = make_tokenizer(run.tokenizer_json, run.spec)
-    calibration = [encoder.encode([text]) for text in run.split.train.texts[: run.recipe.evaluate.calibration_size]]
+    calibration = [run.adapter.graph_feeds(encoder.encode([text]), run.student.config)
+                   for text in run.split.train.texts[: run.recipe.evaluate.calibration_size]]
     report = quantize(graph, work / "model-quantized.onnx", quant, calibration_feeds=calibration)
     stage = run.measure_onnx("quantized", f"{report.scheme} quantized", Path(report.path))
     ratio = stage.latency.p50_ms / stages[1].latency.p50_ms

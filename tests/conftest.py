@@ -8,6 +8,18 @@ from pathlib import Path
 
 import pytest
 
+# The support matrix: a test claims (task, architecture, stage) cells it shows working with
+#     @pytest.mark.support(task="causal-lm", arch="gpt2", stage=("export", "quantize:int4"))
+# (arch: the config's model_type; stage: one name or a tuple, see tests/support_matrix.STAGES;
+# "{kind}" fills in a parametrize argument). `pytest --support-record PATH` records the outcomes;
+# `python -m tests.support_matrix --run` runs every marked test and renders the README table.
+from tests.support_matrix import (  # noqa: E402,F401  (pytest finds hooks by name here)
+    pytest_addoption,
+    pytest_configure,
+    pytest_runtest_makereport,
+    pytest_sessionfinish,
+)
+
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 
 

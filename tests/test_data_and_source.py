@@ -32,7 +32,7 @@ def test_limited_split_keeps_every_class():
 
 
 def test_bad_data_folders(tmp_path):
-    with pytest.raises(DataError, match="is not a folder"):
+    with pytest.raises(DataError, match="does not exist; give 'bbc-news', a folder"):
         load_labelled_texts(tmp_path / "nope")
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no non-empty .txt files"):

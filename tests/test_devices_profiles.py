@@ -91,3 +91,47 @@ def test_pinning_to_absent_core_is_refused():
         with pinned(DeviceProfile("far", threads=1, cores=(4096,))):
             pass
     assert os.sched_getaffinity(0) == before
+
+
+def test_ssh_urls_become_profiles():
+    from edgegolf.devices.profiles import parse_ssh_url
+
+    profile = get_profile("ssh://pi@edge-box.local:2222")
+    assert profile.kind == "ssh" and profile.url == "ssh://pi@edge-box.local:2222" and profile.python == "python3"
+    target = parse_ssh_url(profile.url)
+    assert (target.user, target.host, target.port) == ("pi", "edge-box.local", 2222)
+    assert parse_ssh_url("ssh://edge-box").port == 22 and parse_ssh_url("ssh://edge-box").user is None
+
+
+@pytest.mark.parametrize("url, words", [
+    ("ssh://pi@host:99999", "bad port"),
+    ("ssh://pi:secret@host", "no path, password or query"),
+    ("ssh://pi@host/some/path", "no path, password or query"),
+    ("ssh://", "no path, password or query"),
+])
+def test_malformed_ssh_urls_are_refused(url, words):
+    with pytest.raises(RecipeError, match=words) as info:
+        get_profile(url)
+    assert "accepted: ssh://user@host" in str(info.value)
+
+
+def test_ssh_and_accelerator_profiles_from_toml(tmp_path):
+    from edgegolf.devices.profiles import ACCELERATORS, all_profiles
+
+    path = tmp_path / "devices.toml"
+    path.write_text('[profiles.pi]\nkind = "ssh"\nurl = "ssh://pi@10.0.0.7"\npython = "/opt/venv/bin/python"\n'
+                    'threads = 4\n')
+    profiles = load_profiles_toml(path)
+    assert profiles["pi"] == DeviceProfile("pi", kind="ssh", url="ssh://pi@10.0.0.7", python="/opt/venv/bin/python",
+                                           threads=4)
+    assert set(ACCELERATORS) == {"cuda", "tensorrt", "torch-cuda"}
+    assert list(all_profiles(profiles))[-1] == "pi"
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[profiles.pi]\nkind = "ssh"\n')
+    with pytest.raises(RecipeError, match="url is None; accepted: ssh://"):
+        load_profiles_toml(bad)
+    bad.write_text('[profiles.cuda]\nkind = "cuda"\n')
+    with pytest.raises(RecipeError, match="shadows a built-in profile"):
+        load_profiles_toml(bad)
+    with pytest.raises(RecipeError, match="'url' is set for kind 'cpu'"):
+        DeviceProfile("x", url="ssh://a@b")

@@ -65,6 +65,7 @@ def student_of(teacher, tokenizer):
     return student
 
 
+@pytest.mark.support(task="feature-extraction", arch="bert", stage="distill")
 def test_feature_extraction_loss_falls_and_the_teacher_is_untouched(tokenizer, bbc):
     teacher = tiny(tokenizer)
     before = {k: v.clone() for k, v in teacher.state_dict().items()}
@@ -82,6 +83,7 @@ def test_feature_extraction_loss_falls_and_the_teacher_is_untouched(tokenizer, b
     json.dumps(report.to_dict())  # the provenance record is JSON-ready
 
 
+@pytest.mark.support(task="text-classification", arch="bert", stage="distill")
 def test_text_classification_loss_falls_with_hard_labels(tokenizer, bbc):
     teacher = tiny(tokenizer, classifier=True)
     student = student_of(teacher, tokenizer)

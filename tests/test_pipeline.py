@@ -23,6 +23,8 @@ def embedding_bundle(tiny_bert, tmp_path_factory):
     return result
 
 
+@pytest.mark.support(task="feature-extraction", arch="bert",
+                     stage=("load", "export", "optimize", "quantize:int8-dynamic", "evaluate"))
 def test_every_stage_is_measured(embedding_bundle):
     result = embedding_bundle
     assert [s.name for s in result.stages] == ["teacher", "onnx-fp32", "onnx-optimized", "quantized"]
@@ -41,6 +43,7 @@ def test_every_stage_is_measured(embedding_bundle):
     assert result.verdict.fits and result.verdict.has_budget
 
 
+@pytest.mark.support(task="feature-extraction", arch="bert", stage="runtime")
 def test_bundle_manifest_and_runtime(embedding_bundle):
     out = embedding_bundle.output
     names = sorted(p.name for p in out.iterdir())
@@ -77,6 +80,7 @@ def test_existing_output_is_not_overwritten(embedding_bundle, tiny_bert):
     assert sha256_file(out / "manifest.json") == before
 
 
+@pytest.mark.support(task="text-classification", arch="bert", stage=("load", "quantize:int8-dynamic", "runtime"))
 def test_force_replaces_and_classification_runs(tiny_classifier, tmp_path):
     out = tmp_path / "clf"
     out.mkdir()
@@ -93,6 +97,7 @@ def test_force_replaces_and_classification_runs(tiny_classifier, tmp_path):
     assert [p.label in {"business", "entertainment", "politics", "sports", "tech"} for p in predictions] == [True, True]
 
 
+@pytest.mark.support(task="feature-extraction", arch="bert", stage="prune")
 def test_pruned_student_is_exported_and_measured_against_the_teacher(tiny_bert, tmp_path, capsys):
     from tests.cli_helpers import run_cli
 

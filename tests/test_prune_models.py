@@ -71,7 +71,14 @@ def first_output(model: nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tens
 SPEC = parse_prune_spec("layers=2,heads=0.5,ffn=0.5")
 
 
-@pytest.mark.parametrize("kind", ["bert", "roberta", "distilbert", "gpt2", "llama", "qwen2"])
+@pytest.mark.parametrize("kind", [
+    pytest.param("bert", marks=pytest.mark.support(task="feature-extraction", arch="bert", stage="prune")),
+    pytest.param("roberta", marks=pytest.mark.support(task="feature-extraction", arch="roberta", stage="prune")),
+    pytest.param("distilbert", marks=pytest.mark.support(task="feature-extraction", arch="distilbert", stage="prune")),
+    pytest.param("gpt2", marks=pytest.mark.support(task="causal-lm", arch="gpt2", stage="prune")),
+    pytest.param("llama", marks=pytest.mark.support(task="causal-lm", arch="llama", stage="prune")),
+    pytest.param("qwen2", marks=pytest.mark.support(task="causal-lm", arch="qwen2", stage="prune")),
+])
 def test_prune_shrinks_shapes_and_round_trips_through_save_and_load(kind, tokenizer, tmp_path):
     model = tiny(kind, len(tokenizer))
     pruned, _, report = prune_model(model, tokenizer, SPEC, calibration_texts=TEXTS)

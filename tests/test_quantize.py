@@ -76,6 +76,9 @@ CASES = {
 }
 
 
+# One test covers every scheme: a case that fails marks every quantize cell as failing (conservative).
+@pytest.mark.support(task="feature-extraction", arch="bert",
+                     stage=("quantize:int8-dynamic", "quantize:int8-static", "quantize:int4", "quantize:fp16"))
 @pytest.mark.parametrize("case", list(CASES))
 def test_every_scheme_runs_and_stays_close_to_fp32(case, fp32, feeds, calibration, tmp_path):
     config, bound, ops = CASES[case]

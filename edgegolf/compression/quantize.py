@@ -16,6 +16,7 @@ import collections
 import contextlib
 import fnmatch
 import logging
+import math
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -177,7 +178,7 @@ def config_from_dict(d: dict[str, Any]) -> QuantConfig:
     if not isinstance(d, dict):
         raise RecipeError(f"quantize must be a table such as {{scheme = 'int8-dynamic'}}, got {d!r}")
     scheme = d.get("scheme", "none")
-    if scheme not in SCHEMES:
+    if not isinstance(scheme, str) or scheme not in SCHEMES:
         raise RecipeError(f"quantize.scheme = {scheme!r} is not accepted; choose one of: {', '.join(SCHEMES)}")
     cls = SCHEMES[scheme]
     known = {f.name: f for f in fields(cls)}
@@ -205,8 +206,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
             raise RecipeError(f"quantize.{key} = {value!r} is not accepted; give true or false")
         return value
     if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise RecipeError(f"quantize.{key} = {value!r} is not accepted; give a number")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise RecipeError(f"quantize.{key} = {value!r} is not accepted; give a finite number")
         return float(value)
     if isinstance(default, int) or (key == "accuracy_level" and value is not None):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -543,6 +544,7 @@ def _int8_static(config: Int8Static, src: Path, dst: Path, excluded: list[str], 
     activation = QuantType.QUInt8 if config.activation_type == "uint8" else QuantType.QInt8
     chatter = io.StringIO()  # the histogram calibrators print progress to stdout
     with tempfile.TemporaryDirectory(prefix="edgegolf-calib-") as work, contextlib.redirect_stdout(chatter):
+        src = _with_tensor_types(src, Path(work) / "typed.onnx")
         calibrator = create_calibrator(src, op_types, augmented_model_path=str(Path(work) / "augmented.onnx"),
                                        calibrate_method=method, extra_options=options)
         calibrator.collect_data(_FeedReader(feeds, inputs))
@@ -556,6 +558,28 @@ def _int8_static(config: Int8Static, src: Path, dst: Path, excluded: list[str], 
     for line in chatter.getvalue().splitlines():
         log.debug("calibration: %s", line)
     _apply_embeddings(dst, config.embeddings, excluded)
+
+
+def _with_tensor_types(src: Path, typed: Path) -> Path:
+    """A copy of the graph with every tensor's type recorded, or `src` if it already has them.
+
+    onnxruntime's fusions write graphs without intermediate tensor types; the calibrator then
+    skips tensors it cannot type (the pooler's Gather input on a fused BERT classifier), and
+    quantize_static fails on the missing range.
+    """
+    import onnx
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    model = onnx.load(str(src))
+    if model.graph.value_info:
+        return src
+    try:
+        inferred = SymbolicShapeInference.infer_shapes(model, auto_merge=True)
+    except Exception as exc:  # inference is best effort: the untyped graph still calibrates most tensors
+        log.debug("symbolic shape inference failed (%s); calibrating the graph as written", exc)
+        return src
+    onnx.save(inferred, str(typed))
+    return typed
 
 
 @_registers(Int4WeightOnly)

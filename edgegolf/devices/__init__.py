@@ -3,6 +3,10 @@
 This package times and measures; it never transforms a model. ONNX artifacts are run
 through `edgegolf.runtime`, the same code path an application uses. Importing it loads
 neither torch nor onnx (the memory probe's child imports this package too).
+
+Commands live in their own modules, imported where used: bench.py (edgegolf bench),
+compare.py, listing.py (edgegolf devices), remote.py + runner.py (ssh:// devices) and
+cuda.py (the cuda, tensorrt and torch-cuda targets).
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ import logging
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
@@ -40,10 +40,13 @@ class LatencyStats:
     spread_warning: str | None  # set when the numbers are too spread out to trust
     load_avg: float  # 1-minute load average when timing started
     stopped_by: str = "runs"  # "runs" (the count was reached) or "time" (max_seconds was spent)
+    samples_ms: list[float] | None = field(default=None, repr=False)  # kept only when asked (plots)
 
     def to_dict(self) -> dict:
         data = asdict(self)
         data["mean_ci95_ms"] = list(self.mean_ci95_ms)
+        if self.samples_ms is None:
+            del data["samples_ms"]  # manifests stay as they were
         return data
 
 
@@ -54,6 +57,7 @@ def measure_latency(
     runs: int = 100,
     max_seconds: float | None = 10.0,
     min_runs: int = 20,
+    keep_samples: bool = False,
 ) -> LatencyStats:
     """Call `fn` `warmup` times untimed, then time it up to `runs` times.
 
@@ -91,12 +95,13 @@ def measure_latency(
     finally:
         if gc_was_enabled:
             gc.enable()
-    stats = latency_stats(samples[:count] / 1e6, load_avg=load, stopped_by=stopped_by)
+    stats = latency_stats(samples[:count] / 1e6, load_avg=load, stopped_by=stopped_by, keep_samples=keep_samples)
     log.debug("timed %d runs (stopped by %s): p50 %.3f ms", stats.runs, stopped_by, stats.p50_ms)
     return stats
 
 
-def latency_stats(samples_ms: Sequence[float] | np.ndarray, *, load_avg: float, stopped_by: str = "runs") -> LatencyStats:
+def latency_stats(samples_ms: Sequence[float] | np.ndarray, *, load_avg: float, stopped_by: str = "runs",
+                  keep_samples: bool = False) -> LatencyStats:
     """Summarise per-call times in milliseconds."""
     x = np.asarray(samples_ms, dtype=np.float64)
     if x.ndim != 1 or x.size == 0:
@@ -109,6 +114,7 @@ def latency_stats(samples_ms: Sequence[float] | np.ndarray, *, load_avg: float, 
         mean_ci95_ms=(low, high), min_ms=float(x.min()), max_ms=float(x.max()),
         spread_warning=_spread_warning(p50, p99, mean, low, high, load_avg),
         load_avg=load_avg, stopped_by=stopped_by,
+        samples_ms=[round(float(v), 6) for v in x] if keep_samples else None,
     )
 
 

@@ -39,10 +39,28 @@ def peak_rss_onnx(
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> int:
     """Peak RSS in bytes of a process that opens the ONNX model through the runtime and runs it."""
-    return _probe({
+    return int(probe_onnx(onnx_path, tokenizer_path, spec, threads=threads, batch=batch, seq=seq, texts=texts,
+                          cores=cores, timeout=timeout)["peak_rss_bytes"])
+
+
+def probe_onnx(
+    onnx_path: str | Path,
+    tokenizer_path: str | Path,
+    spec: ModelSpec,
+    *,
+    threads: int | None,
+    batch: int = 1,
+    seq: int = 128,
+    texts: Sequence[str],
+    cores: Sequence[int] | None = None,
+    providers: list[str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT_S,
+) -> dict[str, Any]:
+    """A fresh process's cold start: peak_rss_bytes, load_ms (session + tokenizer) and first_run_ms."""
+    return _probe_result({
         "kind": "onnx", "onnx_path": str(Path(onnx_path).resolve()), "tokenizer_path": str(Path(tokenizer_path).resolve()),
         "spec": spec.to_dict(), "threads": threads, "batch": batch, "seq": seq, "texts": list(texts),
-        "cores": list(cores) if cores else None,
+        "cores": list(cores) if cores else None, "providers": providers,
     }, timeout)
 
 
@@ -65,6 +83,10 @@ def peak_rss_torch(
 
 
 def _probe(request: dict[str, Any], timeout: float) -> int:
+    return int(_probe_result(request, timeout)["peak_rss_bytes"])
+
+
+def _probe_result(request: dict[str, Any], timeout: float) -> dict[str, Any]:
     env = dict(os.environ)
     # the child must import this same edgegolf, installed or not
     root = str(Path(edgegolf.__file__).resolve().parent.parent)
@@ -86,7 +108,7 @@ def _probe(request: dict[str, Any], timeout: float) -> int:
     except (IndexError, ValueError, KeyError, TypeError):
         raise EdgegolfError(f"memory probe of {label} printed no result: {done.stdout[-200:]!r}") from None
     log.debug("memory probe of %s: peak %d bytes (%d before loading)", label, peak, result.get("baseline_rss_bytes", 0))
-    return peak
+    return result
 
 
 def _child_error(label: str, code: int, stderr: str) -> EdgegolfError:

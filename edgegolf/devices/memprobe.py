@@ -13,6 +13,7 @@ import json
 import os
 import resource
 import sys
+import time
 from typing import Any
 
 from edgegolf.errors import EdgegolfError
@@ -37,18 +38,25 @@ def peak_rss_bytes() -> int:
     return int(peak) if sys.platform == "darwin" else int(peak) * 1024
 
 
-def run_onnx(request: dict[str, Any]) -> None:
+def run_onnx(request: dict[str, Any]) -> dict[str, float]:
     from edgegolf.devices.inputs import fixed_shape_feeds
     from edgegolf.runtime.models import open_model
     from edgegolf.runtime.spec import ModelSpec
 
     spec = ModelSpec.from_dict(request["spec"])
-    model = open_model(request["onnx_path"], request["tokenizer_path"], spec, threads=request["threads"])
+    started = time.perf_counter()
+    model = open_model(request["onnx_path"], request["tokenizer_path"], spec, threads=request["threads"],
+                       providers=request.get("providers"))
+    loaded = time.perf_counter()
+    # tokenizing is an app's cost too, but not the model's cold start: keep it out of the clock
     feeds = fixed_shape_feeds(model, request["texts"], batch=request["batch"], seq=request["seq"])
+    first = time.perf_counter()
     model.run(feeds)
+    done = time.perf_counter()
+    return {"load_ms": 1e3 * (loaded - started), "first_run_ms": 1e3 * (done - first)}
 
 
-def run_torch(request: dict[str, Any]) -> None:
+def run_torch(request: dict[str, Any]) -> dict[str, float]:
     import torch
     from transformers import AutoTokenizer
 
@@ -70,6 +78,7 @@ def run_torch(request: dict[str, Any]) -> None:
     feeds = fixed_shape_from_encoder(encode, names, max_length, request["texts"], batch=request["batch"],
                                      seq=request["seq"])
     adapter.torch_outputs(model, feeds)
+    return {}
 
 
 def main() -> int:
@@ -78,11 +87,11 @@ def main() -> int:
         if request.get("cores"):
             os.sched_setaffinity(0, request["cores"])  # before any library starts its thread pool
         baseline = peak_rss_bytes()
-        {"onnx": run_onnx, "torch": run_torch}[request["kind"]](request)
+        timings = {"onnx": run_onnx, "torch": run_torch}[request["kind"]](request)
     except EdgegolfError as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
         return 2
-    json.dump({"peak_rss_bytes": peak_rss_bytes(), "baseline_rss_bytes": baseline}, sys.stdout)
+    json.dump({"peak_rss_bytes": peak_rss_bytes(), "baseline_rss_bytes": baseline, **timings}, sys.stdout)
     return 0
 
 

@@ -1,7 +1,9 @@
 """Device profiles: which threads (and optionally which cores) a measurement runs on.
 
 A profile is data a user can write (TOML), validated when it is built so that a bad field
-fails before any model is loaded. Only CPU profiles exist today; `kind` leaves room for more.
+fails before any model is loaded. Kinds: `cpu` (this host, in-process), `cuda` and
+`tensorrt` (onnxruntime-gpu's execution providers), `torch-cuda` (the PyTorch model on a
+GPU) and `ssh` (a remote device reached with `ssh://user@host[:port]`).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import contextlib
 import logging
 import os
 import tomllib
+import urllib.parse
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -19,7 +22,16 @@ from edgegolf.errors import RecipeError
 
 log = logging.getLogger(__name__)
 
-KINDS = ("cpu",)
+KINDS = ("cpu", "cuda", "tensorrt", "torch-cuda", "ssh")
+# What each kind needs beyond the base install (`edgegolf devices` prints it).
+NEEDS = {
+    "cpu": "nothing beyond the base install",
+    "cuda": "an NVIDIA GPU and onnxruntime-gpu (pip install onnxruntime-gpu, replacing onnxruntime)",
+    "tensorrt": "an NVIDIA GPU, onnxruntime-gpu and TensorRT libraries",
+    "torch-cuda": "an NVIDIA GPU, a CUDA build of torch, and a Hugging Face model folder to time",
+    "ssh": "the remote extra (pip install 'edgegolf[remote]'), key authentication, and python3 with "
+           "onnxruntime and numpy on the device",
+}
 
 
 @dataclass(frozen=True)
@@ -29,6 +41,8 @@ class DeviceProfile:
     threads: int | None = None  # onnxruntime intra_op_num_threads / torch threads; None: all cores
     cores: tuple[int, ...] | None = None  # pin the measuring process to these CPU ids (Linux only)
     description: str = ""
+    url: str | None = None  # kind "ssh": ssh://user@host[:port]
+    python: str = "python3"  # kind "ssh": the device's interpreter (must have onnxruntime and numpy)
 
     def __post_init__(self) -> None:
         where = f"device profile {self.name!r}"
@@ -55,6 +69,18 @@ class DeviceProfile:
                 )
         if not isinstance(self.description, str):
             raise RecipeError(f"{where}: field 'description' is {self.description!r}; accepted: a string")
+        if not isinstance(self.python, str) or not self.python.strip():
+            raise RecipeError(f"{where}: field 'python' is {self.python!r}; accepted: the device's python command")
+        if self.kind == "ssh":
+            parse_ssh_url(self.url, where=where)  # raises on a malformed url
+        elif self.url is not None:
+            raise RecipeError(f"{where}: field 'url' is set for kind {self.kind!r}; accepted: only with kind 'ssh'")
+        if self.cores is not None and self.kind != "cpu":
+            raise RecipeError(f"{where}: field 'cores' is set for kind {self.kind!r}; accepted: only with kind 'cpu'")
+
+    @property
+    def needs(self) -> str:
+        return NEEDS[self.kind]
 
     @property
     def resolved_threads(self) -> int:
@@ -68,7 +94,35 @@ class DeviceProfile:
             "threads": self.threads,
             "cores": list(self.cores) if self.cores is not None else None,
             "description": self.description,
+            "url": self.url,
+            "python": self.python,
         }
+
+
+@dataclass(frozen=True)
+class SshTarget:
+    user: str | None
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"{self.user + '@' if self.user else ''}{self.host}:{self.port}"
+
+
+def parse_ssh_url(url: object, *, where: str = "device") -> SshTarget:
+    """ssh://[user@]host[:port] -> its parts; anything else is refused with the accepted form."""
+    accepted = "accepted: ssh://user@host or ssh://user@host:port"
+    if not isinstance(url, str) or not url.startswith("ssh://"):
+        raise RecipeError(f"{where}: url is {url!r}; {accepted}")
+    parts = urllib.parse.urlsplit(url)
+    try:
+        port = parts.port or 22
+    except ValueError:
+        raise RecipeError(f"{where}: url {url!r} has a bad port; {accepted} (port 1-65535)") from None
+    if not parts.hostname or parts.path not in ("", "/") or parts.query or parts.fragment or parts.password:
+        raise RecipeError(f"{where}: url is {url!r}; {accepted} (no path, password or query)")
+    return SshTarget(user=urllib.parse.unquote(parts.username) if parts.username else None, host=parts.hostname,
+                     port=port)
 
 
 BUILTIN: dict[str, DeviceProfile] = {
@@ -80,15 +134,32 @@ BUILTIN: dict[str, DeviceProfile] = {
         DeviceProfile("cpu-all", threads=None, description="as many threads as this machine has cores"),
     )
 }
+# Accelerator targets: built in, but usable only where their runtime is installed (devices/cuda.py).
+ACCELERATORS: dict[str, DeviceProfile] = {
+    p.name: p
+    for p in (
+        DeviceProfile("cuda", kind="cuda", description="onnxruntime's CUDA execution provider on GPU 0"),
+        DeviceProfile("tensorrt", kind="tensorrt", description="onnxruntime's TensorRT execution provider on GPU 0"),
+        DeviceProfile("torch-cuda", kind="torch-cuda",
+                      description="the PyTorch model on GPU 0 in fp16, replayed as a CUDA graph"),
+    )
+}
 
 
 def get_profile(name: str, custom: Mapping[str, DeviceProfile] | None = None) -> DeviceProfile:
-    """A built-in profile, or one of `custom` (e.g. from `load_profiles_toml`)."""
-    known = {**BUILTIN, **(custom or {})}
+    """A built-in profile, one of `custom` (e.g. from `load_profiles_toml`), or an ssh:// url."""
+    if isinstance(name, str) and name.startswith("ssh://"):
+        return DeviceProfile(name=name, kind="ssh", url=name, description="remote device over SSH")
+    known = {**BUILTIN, **ACCELERATORS, **(custom or {})}
     try:
         return known[name]
     except (KeyError, TypeError):
-        raise RecipeError(f"device profile {name!r} is unknown; known profiles: {', '.join(known)}") from None
+        raise RecipeError(f"device profile {name!r} is unknown; known profiles: {', '.join(known)}, "
+                          "or ssh://user@host[:port]") from None
+
+
+def all_profiles(custom: Mapping[str, DeviceProfile] | None = None) -> dict[str, DeviceProfile]:
+    return {**BUILTIN, **ACCELERATORS, **(custom or {})}
 
 
 _FIELDS = tuple(f.name for f in fields(DeviceProfile) if f.name != "name")
@@ -117,10 +188,10 @@ def load_profiles_toml(path: str | Path) -> dict[str, DeviceProfile]:
         )
     profiles: dict[str, DeviceProfile] = {}
     for name, table in data["profiles"].items():
-        if name in BUILTIN:
+        if name in BUILTIN or name in ACCELERATORS:
             raise RecipeError(
                 f"device profile {name!r} in {str(path)!r} shadows a built-in profile; accepted: a name other than "
-                f"{', '.join(BUILTIN)}"
+                f"{', '.join([*BUILTIN, *ACCELERATORS])}"
             )
         if not isinstance(table, dict):
             raise RecipeError(f"device profile {name!r} in {str(path)!r} is {table!r}; accepted: a table of {list(_FIELDS)}")

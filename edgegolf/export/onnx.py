@@ -64,11 +64,14 @@ def export_onnx(
     verify_feeds: list[dict[str, np.ndarray]],
     opset: int = 17,
     atol: float = 1e-4,
+    dynamic_axes: dict[str, dict[int, str]] | None = None,
 ) -> ExportReport:
     """Trace `module` (forward(*inputs in input_names order) -> tuple in output_names order)
     to `out_path`, then verify it on every feed of `verify_feeds`.
 
-    The file appears only once export and verification both succeeded.
+    The file appears only once export and verification both succeeded. `dynamic_axes`
+    (default: batch and sequence, dims 0 and 1, of every input and output) names the dims
+    that vary, for graphs with other shapes (a causal LM's key/value cache).
     """
     import torch
 
@@ -88,7 +91,7 @@ def export_onnx(
                 torch.onnx.export(
                     module, args, str(tmp), dynamo=False, input_names=list(input_names),
                     output_names=list(output_names), opset_version=opset, do_constant_folding=True,
-                    dynamic_axes={name: DYNAMIC_AXES for name in [*input_names, *output_names]},
+                    dynamic_axes=dynamic_axes or {name: DYNAMIC_AXES for name in [*input_names, *output_names]},
                 )
         except Exception as exc:  # the tracer raises many types; all mean "this model did not export"
             inner = getattr(module, "model", module)

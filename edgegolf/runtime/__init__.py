@@ -4,6 +4,7 @@
     model = load("out/")
     vectors = model.embed(["a sentence", "another"])      # feature-extraction bundles
     predictions = model.classify(["a headline"])          # text-classification bundles
+    model.generate("The economy", max_new_tokens=20)      # causal-lm bundles (also .score(texts))
 
 Imports only the standard library, numpy, onnxruntime and tokenizers: an app needs neither
 torch nor transformers (tests/test_runtime_isolation.py enforces this).
@@ -15,11 +16,12 @@ import logging
 import os
 from pathlib import Path
 
+from edgegolf.runtime.causal_lm import CausalLM, Generation, LMScore
 from edgegolf.runtime.manifest import read_manifest
 from edgegolf.runtime.models import ClassificationModel, EmbeddingModel, Prediction, TaskModel, open_model
 from edgegolf.runtime.spec import ModelSpec
 
-__all__ = ["ClassificationModel", "EmbeddingModel", "ModelSpec", "Prediction", "TaskModel", "load", "open_model"]
+__all__ = ["CausalLM", "ClassificationModel", "Generation", "LMScore", "EmbeddingModel", "ModelSpec", "Prediction", "TaskModel", "load", "open_model"]
 
 log = logging.getLogger(__name__)
 

@@ -119,7 +119,7 @@ def _check_format(manifest: dict) -> None:
 
 def _inside(root: Path, name: Any) -> Path:
     """The file a listed name points to, refused unless it stays inside the bundle."""
-    if not isinstance(name, str) or not name:
+    if not isinstance(name, str) or not name or "\x00" in name:
         raise BundleError(f"{MANIFEST_NAME} lists a file named {name!r}; expected a relative path inside the bundle")
     posix, windows = PurePosixPath(name), PureWindowsPath(name)
     if posix.is_absolute() or windows.is_absolute() or windows.drive:

@@ -153,15 +153,17 @@ class ClassificationModel(TaskModel):
 
 
 MODELS: dict[str, type[TaskModel]] = {EmbeddingModel.task: EmbeddingModel, ClassificationModel.task: ClassificationModel}
-_METHODS = {EmbeddingModel.task: ".embed()", ClassificationModel.task: ".classify() or .logits()"}
+_METHODS = {EmbeddingModel.task: ".embed()", ClassificationModel.task: ".classify() or .logits()",
+            "causal-lm": ".score() or .generate()"}
 
 
 def _check_graph(session: ort.InferenceSession, spec: ModelSpec) -> None:
     """The graph must take what the spec feeds and give what the spec reads."""
     inputs = [i.name for i in session.get_inputs()]
     outputs = {o.name: o for o in session.get_outputs()}
-    if set(inputs) != set(spec.input_names):
-        raise BundleError(f"the graph takes inputs {inputs}; the manifest feeds {list(spec.input_names)}")
+    fed = [*spec.input_names, *spec.extra.get("past_inputs", ())]  # causal-lm: plus its key/value cache
+    if set(inputs) != set(fed):
+        raise BundleError(f"the graph takes inputs {inputs}; the manifest feeds {fed}")
     missing = [n for n in spec.output_names if n not in outputs]
     if missing:
         raise BundleError(f"the graph has no outputs {missing}; it gives {list(outputs)}")
@@ -211,11 +213,15 @@ def open_model(
     """The task model for a graph and a tokenizer.json, without a manifest (pipeline, benchmarks)."""
     if not isinstance(spec, ModelSpec):
         raise BundleError(f"spec is a {type(spec).__name__}; expected a ModelSpec (ModelSpec.from_dict reads a manifest's)")
-    cls = MODELS.get(spec.task)
+    from edgegolf.runtime.causal_lm import CausalLM  # a TaskModel subclass in its own module: imported here, not circularly
+
+    models = {**MODELS, CausalLM.task: CausalLM}
+    cls = models.get(spec.task)
     if cls is None:
-        raise BundleError(f"task {spec.task!r} has no runtime model; this runtime runs {sorted(MODELS)}")
+        raise BundleError(f"task {spec.task!r} has no runtime model; this runtime runs {sorted(models)}")
     encoder = make_tokenizer(tokenizer_path, spec)
     session = create_session(onnx_path, threads=threads, providers=providers)
     model = cls(session, encoder, spec)
     log.debug("opened %r from %s", model, Path(onnx_path).name)
     return model
+

@@ -11,7 +11,7 @@ from typing import Any
 
 from edgegolf.errors import BundleError
 
-TASKS = ("feature-extraction", "text-classification")
+TASKS = ("feature-extraction", "text-classification", "causal-lm")
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ class ModelSpec:
     labels: tuple[str, ...] = ()  # text-classification: label of each logit, in order
     onnx_file: str = "model.onnx"
     tokenizer_file: str = "tokenizer.json"
-    extra: dict[str, Any] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # causal-lm: its key/value cache inputs and shape
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -54,6 +54,27 @@ class ModelSpec:
             )
         except (KeyError, TypeError) as exc:
             raise BundleError(f"manifest 'model' section is incomplete or malformed: {exc}") from None
+        _check_types(spec, data)
         if spec.task not in TASKS:
             raise BundleError(f"manifest names task {spec.task!r}; this runtime runs {list(TASKS)}")
         return spec
+
+
+_TYPES = {"task": str, "max_length": int, "pad_token_id": int, "pad_token": str, "pooling": str, "normalize": bool,
+          "onnx_file": str, "tokenizer_file": str, "extra": dict}
+
+
+def _check_types(spec: ModelSpec, data: dict) -> None:
+    """A manifest is untrusted input: every field must have the type the runtime uses it as."""
+    for name in ("input_names", "output_names", "labels"):
+        value = data.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise BundleError(f"manifest 'model' field {name} = {value!r:.60} is not a list of strings")
+    for name, kind in _TYPES.items():
+        value = getattr(spec, name)
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            raise BundleError(f"manifest 'model' field {name} = {value!r:.60} is not a {kind.__name__}")
+    for name in ("past_inputs", "present_outputs"):  # causal-lm: the key/value cache's graph names
+        value = spec.extra.get(name, [])
+        if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+            raise BundleError(f"manifest 'model' field extra.{name} = {value!r:.60} is not a list of strings")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from edgegolf.errors import RecipeError
 from edgegolf.tasks.base import TaskAdapter
+from edgegolf.tasks.causal_lm import CausalLM
 from edgegolf.tasks.feature_extraction import FeatureExtraction
 from edgegolf.tasks.text_classification import TextClassification
 
 _ADAPTERS: dict[str, type[TaskAdapter]] = {
     FeatureExtraction.name: FeatureExtraction,
     TextClassification.name: TextClassification,
+    CausalLM.name: CausalLM,
 }
 TASK_NAMES = tuple(_ADAPTERS)
 

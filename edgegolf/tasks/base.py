@@ -45,11 +45,22 @@ class TaskAdapter:
     name: ClassVar[str]
     auto_class: ClassVar[str]  # the transformers Auto class that loads this task's model
     output_names: ClassVar[tuple[str, ...]]
+    scores_train: ClassVar[bool] = True  # score() reads the train rows too (a linear probe); else only test
+    optimizable: ClassVar[bool] = True  # whether onnxruntime's transformer fusions apply to its graph
 
     @classmethod
     def claims(cls, architecture: str) -> bool:
         """Whether a config's architecture name means this task."""
         return False
+
+    # --- data ----------------------------------------------------------------------------
+    def load_split(self, settings) -> Split:
+        """The evaluation data of the recipe's [evaluate] `settings`, split into train and test."""
+        from edgegolf.data import load_labelled_texts, stratified_split
+
+        data = load_labelled_texts(settings.data, text_column=settings.text_column, label_column=settings.label_column)
+        return stratified_split(data, test_fraction=settings.test_fraction, seed=settings.seed,
+                                limit=settings.limit or None)
 
     # --- loading -------------------------------------------------------------------------
     def load_model(self, path: str | Path, *, trust_remote_code: bool = False, allow_pickle: bool = False):
@@ -75,6 +86,8 @@ class TaskAdapter:
             raise SourceError(f"cannot load a {self.auto_class} model from {str(path)!r}: {first}") from None
         except (ValueError, RuntimeError) as exc:  # RuntimeError: weights that do not fit the config
             first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if "ignore_mismatched_sizes" in first:  # transformers' own words point at an option, not the cause
+                first = "its weights do not have the shapes its config.json gives (transformers lists them above)"
             raise SourceError(f"cannot load a {self.auto_class} model from {str(path)!r}: {first}") from None
         model.eval()
         return model
@@ -110,6 +123,18 @@ class TaskAdapter:
     def export_module(self, model) -> torch.nn.Module:
         """A module whose forward takes the graph inputs positionally and returns a tuple."""
         return OutputOf(model, self.output_names[0])
+
+    def graph_feeds(self, feeds: dict[str, np.ndarray], config) -> dict[str, np.ndarray]:
+        """Text feeds (from the encoder) completed with whatever else the graph takes."""
+        return feeds
+
+    def export(self, model, out_path: Path, *, input_names, output_names, sample_feeds, verify_feeds, opset, atol):
+        """Export `model` to ONNX at `out_path` and verify it on `verify_feeds` (an ExportReport)."""
+        from edgegolf.export.onnx import export_onnx
+
+        return export_onnx(self.export_module(model), out_path, input_names=list(input_names),
+                           output_names=list(output_names), sample_feeds=sample_feeds, verify_feeds=verify_feeds,
+                           opset=opset, atol=atol)
 
     def torch_outputs(self, model, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         module = self.export_module(model)

@@ -1,7 +1,8 @@
 """text-classification: a sequence classifier's logits.
 
-Scored by accuracy on the labelled test split (when the model's label names are the
-data's class names) and by agreement with the teacher's predicted class on every text.
+Scored by accuracy and macro-F1 on the labelled test split (when the data's labels are the
+model's class names, or its class ids) and by agreement with the teacher's predicted class
+on every text.
 """
 
 from __future__ import annotations
@@ -56,8 +57,7 @@ class TextClassification(TaskAdapter):
         """
         if labels is None:
             return None
-        names = model_labels(model_config)
-        ids = [names.index(str(label)) if str(label) in names else -1 for label in labels]
+        ids = class_ids(model_labels(model_config), labels)
         return ids if any(i >= 0 for i in ids) else None
 
     def distill_loss(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor],
@@ -87,17 +87,41 @@ class TextClassification(TaskAdapter):
         return loss, parts
 
     def score(self, teacher: Outputs, candidate: Outputs, split: Split, model_config) -> dict[str, float]:
-        labels = model_labels(model_config)
+        names = model_labels(model_config)
         predicted = candidate.test.argmax(axis=1)
         metrics = {
             "agreement": 100.0 * float(np.mean(teacher.all.argmax(axis=1) == candidate.all.argmax(axis=1))),
             "fidelity_mean_cosine": float(cosine_rows(teacher.all, candidate.all).mean()),
         }
-        if set(split.test.labels) <= set(labels):
-            truth = np.array([labels.index(label) for label in split.test.labels])
+        truth = np.array(class_ids(names, split.test.labels))
+        if len(truth) and (truth >= 0).all():
             metrics["accuracy"] = 100.0 * float(np.mean(predicted == truth))
+            metrics["macro_f1"] = 100.0 * macro_f1(truth, predicted)
         else:
             # Without matching label names accuracy is undefined; agreement stands in for it.
             metrics["accuracy"] = metrics["agreement"]
             metrics["accuracy_is_agreement"] = 1.0
         return metrics
+
+
+def class_ids(names: tuple[str, ...], labels) -> list[int]:
+    """The model's class id of each data label; -1 where it has none.
+
+    A label matches a class by name (id2label), else, when no label is a name, by its id:
+    data files often hold class ids ("0", "3") for a model whose classes are named.
+    """
+    labels = [str(label) for label in labels]
+    if any(label in names for label in labels):
+        return [names.index(label) if label in names else -1 for label in labels]
+    return [int(label) if label.isdigit() and int(label) < len(names) else -1 for label in labels]
+
+
+def macro_f1(truth: np.ndarray, predicted: np.ndarray) -> float:
+    """Unweighted mean of per-class F1 over the classes in `truth` or `predicted` (as scikit-learn)."""
+    scores = []
+    for cls in np.union1d(truth, predicted):
+        tp = float(np.sum((predicted == cls) & (truth == cls)))
+        fp = float(np.sum((predicted == cls) & (truth != cls)))
+        fn = float(np.sum((predicted != cls) & (truth == cls)))
+        scores.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return float(np.mean(scores)) if scores else 0.0

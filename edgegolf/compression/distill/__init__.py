@@ -28,11 +28,14 @@ _LAZY = {
     "DistillReport": "train", "distill": "train", "auto_layer_map": "train", "lr_factor": "train",
     "TransferData": "transfer", "load_transfer": "transfer", "load_transfer_texts": "transfer",
     "latest_checkpoint": "checkpoint",
+    "distill_folder": "stage", "distill_pruned": "stage", "transfer_data": "stage",
+    "refit_pruned_layers": "refit",
 }
 
 __all__ = [  # the config names and every lazy name
     "DistillConfig", "DistillReport", "TransferData", "auto_layer_map", "distill", "distill_config_from_dict",
-    "latest_checkpoint", "load_transfer", "load_transfer_texts", "lr_factor", "parse_distill_spec",
+    "distill_folder", "distill_pruned", "latest_checkpoint", "load_transfer", "load_transfer_texts", "lr_factor",
+    "parse_distill_spec", "refit_pruned_layers", "transfer_data",
 ]
 
 

@@ -51,6 +51,8 @@ def save_checkpoint(folder: Path, step: int, student: torch.nn.Module, optimizer
                     best: dict[str, torch.Tensor] | None, scaler_state: dict[str, Any] | None = None) -> Path:
     """Write `step-N/` atomically, point latest.json at it, then drop older checkpoints."""
     folder.mkdir(parents=True, exist_ok=True)
+    for unfinished in folder.glob(".step-*"):  # left by a run killed mid-write; never named by latest.json
+        shutil.rmtree(unfinished, ignore_errors=True)
     name = f"step-{step:07d}"
     tmp = Path(tempfile.mkdtemp(prefix=f".{name}-", dir=folder))
     save_model(student, str(tmp / "model.safetensors"))

@@ -6,6 +6,7 @@ with the same one-line messages (field, value, what would be accepted). Imports 
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -57,6 +58,8 @@ class DistillConfig:
     dropout: bool = True  # False trains the student with dropout off: faster fitting on little data
     freeze_embeddings: bool = False  # keep the token embeddings as they are (the teacher's, after pruning)
     windows: int = 1  # train on up to this many max_length-token windows of each long text, not its start only
+    refit: bool = False  # least-squares repair of the pruned layers' output projections before training (refit.py)
+    refit_texts: int = 128  # train texts the refit solves on
     log_every: int | None = None  # progress line every N steps; None: about 20 lines per run
 
     def to_dict(self) -> dict[str, Any]:
@@ -97,7 +100,7 @@ def _float_in(name: str, value: Any, low: float, high: float | None, what: str, 
     bound = f"{low} < {name}" if open_low else f"{low} <= {name}"
     rule = f"give {what}, {bound}" + (f" <= {high}" if high is not None else "")
     value = _number(name, value, float, rule)
-    if (value <= low if open_low else value < low) or (high is not None and value > high):
+    if not math.isfinite(value) or (value <= low if open_low else value < low) or (high is not None and value > high):
         raise RecipeError(f"distill.{name} = {value!r} is out of range; {rule}")
     return value
 
@@ -137,7 +140,8 @@ def distill_config_from_dict(data: Any) -> DistillConfig:
     v: dict[str, Any] = {"steps": _int_at_least("steps", data["steps"], 1, "the number of optimizer steps")}
     ints = {"batch_size": (1, "the texts per forward pass"), "grad_accum": (1, "the batches per optimizer step"),
             "max_length": (8, "the tokens kept per text"), "checkpoint_every": (0, "steps between checkpoints (0: none)"),
-            "seed": (0, "the random seed"), "windows": (1, "the windows of max_length tokens used per text")}
+            "seed": (0, "the random seed"), "windows": (1, "the windows of max_length tokens used per text"),
+            "refit_texts": (1, "the texts the refit solves on")}
     for name, (low, what) in ints.items():
         if name in data:
             v[name] = _int_at_least(name, data[name], low, what)
@@ -175,7 +179,7 @@ def distill_config_from_dict(data: Any) -> DistillConfig:
                             "folder") if name == "data" else "the name of the text column"
                 raise RecipeError(f"distill.{name} = {value!r} is not accepted; give {accepted}")
             v[name] = value.strip()
-    for name in ("teacher_cache", "dropout", "freeze_embeddings"):
+    for name in ("teacher_cache", "dropout", "freeze_embeddings", "refit"):
         if name in data:
             flag = data[name]
             if not isinstance(flag, bool):

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 
 # Which dimension of a batched distillation target is the token position: such targets are
 # cached per text cut to its real length (train._TargetCache). mapped_hidden_states makes "hidden".
-SEQUENCE_DIMS = {"hidden": 2}
+SEQUENCE_DIMS = {"hidden": 2, "token_logits": 1}  # token_logits: a causal LM's [batch, seq, vocab]
 
 
 def mean_pool(hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
+import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -75,12 +76,30 @@ class DistillReport:
     resumed_from_step: int | None = None
     stopped_early: bool = False
     restored_best_from_step: int | None = None
+    refit: dict[str, Any] | None = None  # what the least-squares refit did (config.refit)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["config"] = self.config.to_dict()
         out["loss_history"] = [list(p) for p in self.loss_history]
         return out
+
+    def record(self, points: int = 50) -> dict[str, Any]:
+        """`to_dict()` without the config, with the loss history thinned to about `points`
+        entries (a manifest's provenance: the config is recorded as the settings)."""
+        out = self.to_dict()
+        del out["config"]
+        every = max(1, len(self.loss_history) // points)
+        out["loss_history"] = [list(p) for i, p in enumerate(self.loss_history)
+                               if i % every == 0 or i == len(self.loss_history) - 1]
+        return out
+
+    def summary(self) -> str:
+        """One line for the stage table's notes."""
+        first, last = self.loss_first, self.loss_last
+        loss = f"loss {first:.4f} -> {last:.4f}" if first is not None and last is not None else "no steps"
+        return (f"distilled {self.steps_run} steps on {self.data['texts']} texts of {self.data['source']}, {loss}, "
+                f"{self.seconds:.0f} s ({self.cpu_seconds:.0f} s CPU), {self.tokens_per_s:.0f} tok/s")
 
 
 def auto_layer_map(student_layers: int, teacher_layers: int) -> list[int]:
@@ -356,6 +375,29 @@ def distill(
     return report
 
 
+class _Bar:
+    """A live bar with the loss and tokens/s on a terminal (as edgegolf.progress.track does for
+    other long work); elsewhere nothing, since the loop's log lines already say the same."""
+
+    def __init__(self, total: int, done: int):
+        self.progress = None
+        if sys.stderr.isatty() and log.isEnabledFor(logging.INFO):
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self.progress = Progress(TextColumn("distill"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                                     TextColumn("{task.fields[info]}"), TimeRemainingColumn(), transient=True)
+            self.task = self.progress.add_task("distill", total=total, completed=done, info="")
+            self.progress.start()
+
+    def update(self, step: int, loss: float, tokens_per_s: float) -> None:
+        if self.progress is not None:
+            self.progress.update(self.task, completed=step, info=f"loss {loss:.4f} {tokens_per_s:,.0f} tok/s")
+
+    def close(self) -> None:
+        if self.progress is not None:
+            self.progress.stop()
+
+
 class _Loop:
     def __init__(self, adapter, teacher, student, batches: _Batches, config: DistillConfig, device, precision,
                  student_layers, teacher_layers, train_idx, eval_idx, label_ids, report: DistillReport):
@@ -521,22 +563,26 @@ class _Loop:
         self.optimizer.zero_grad(set_to_none=True)
         return total, parts_sum, tokens
 
-    def run(self, checkpoint_dir: Path | None, resume: bool) -> None:
+    def refit(self) -> None:
+        """Least-squares repair of the student's pruned layers on the first `refit_texts` train texts."""
+        from edgegolf.compression.distill.refit import refit_pruned_layers
+
+        if self.batches.teacher is not None:
+            self.report.refit = {"refitted": False, "reason": "teacher and student tokenize differently"}
+            return
+        layer_map = self.teacher_layers or (list(self.config.layer_map) if self.config.layer_map != "auto" else
+                                            auto_layer_map(_num_layers(self.student), _num_layers(self.teacher)))
+        whole = self.train_idx[: self.report.train_texts]  # the train texts themselves come first, windows after
+        texts = whole[:: max(1, len(whole) // self.config.refit_texts)][: self.config.refit_texts]  # spread over the data
+        self.report.refit = refit_pruned_layers(self.teacher, self.student, self.batches.collate(texts, self.device),
+                                                layer_map)
+        self.student.train(self.config.dropout)
+
+    def train_steps(self, step: int, checkpoint_dir: Path | None, every_eval: int, every_log: int, bar: _Bar) -> int:
+        """Optimizer steps from `step` to the end (or an early stop), with progress, evaluations and
+        checkpoints; returns the step reached."""
         config, report = self.config, self.report
-        torch.manual_seed(config.seed)  # dropout draws from the global generator
-        if self.device.type == "cuda":
-            torch.cuda.manual_seed(config.seed)
-        start_step = self.restore(Path(checkpoint_dir)) if resume and checkpoint_dir is not None else 0
-        if resume and checkpoint_dir is None:
-            raise RecipeError("distill resume=True needs a checkpoint_dir to resume from; pass one")
-        every_eval = config.evaluations_every if self.eval_idx else 0
-        every_log = config.log_every or max(1, config.steps // 20)
-        wall, cpu = time.perf_counter(), time.process_time()
-        window_tokens, window_start = 0, wall
-        if every_eval and start_step == 0:
-            self.after_eval(self.evaluate(0))  # the starting point, so the report shows what was won back
-        self.student.train(config.dropout)  # dropout off: eval mode, gradients still flow
-        step = start_step
+        window_tokens, window_start = 0, time.perf_counter()
         while step < config.steps and not report.stopped_early:
             loss, parts, tokens = self.step(step)
             step += 1
@@ -545,8 +591,9 @@ class _Loop:
             report.loss_history.append((step, loss))
             if report.loss_first is None:
                 report.loss_first = loss
+            now = time.perf_counter()
+            bar.update(step, loss, window_tokens / max(now - window_start, 1e-9))
             if step % every_log == 0 or step == config.steps:
-                now = time.perf_counter()
                 log.info("distill step %d/%d loss %.4f (%s) lr %.2e %.0f tok/s", step, config.steps, loss,
                          ", ".join(f"{k} {v:.4f}" for k, v in parts.items()), self.optimizer.param_groups[0]["lr"],
                          window_tokens / max(now - window_start, 1e-9))
@@ -559,6 +606,30 @@ class _Loop:
             if checkpoint_dir is not None and config.checkpoint_every and (
                     step % config.checkpoint_every == 0 or step == config.steps or report.stopped_early):
                 self.save(Path(checkpoint_dir), step)
+        return step
+
+    def run(self, checkpoint_dir: Path | None, resume: bool) -> None:
+        config, report = self.config, self.report
+        torch.manual_seed(config.seed)  # dropout draws from the global generator
+        if self.device.type == "cuda":
+            torch.cuda.manual_seed(config.seed)
+        start_step = self.restore(Path(checkpoint_dir)) if resume and checkpoint_dir is not None else 0
+        if resume and checkpoint_dir is None:
+            raise RecipeError("distill resume=True needs a checkpoint_dir to resume from; pass one")
+        every_eval = config.evaluations_every if self.eval_idx else 0
+        every_log = config.log_every or max(1, config.steps // 20)
+        wall, cpu = time.perf_counter(), time.process_time()
+        if config.refit and start_step == 0:  # on resume the checkpoint holds the refitted (and trained) weights
+            self.refit()
+        if every_eval and start_step == 0:
+            self.after_eval(self.evaluate(0))  # the starting point, so the report shows what was won back
+        self.student.train(config.dropout)  # dropout off: eval mode, gradients still flow
+        step = start_step
+        bar = _Bar(config.steps, start_step)
+        try:
+            step = self.train_steps(step, checkpoint_dir, every_eval, every_log, bar)
+        finally:
+            bar.close()
         report.steps_run = step
         report.seconds = time.perf_counter() - wall
         report.cpu_seconds = time.process_time() - cpu

@@ -10,15 +10,14 @@ that also occur in it are dropped, and the report says how many.
 
 from __future__ import annotations
 
-import csv
 import hashlib
-import json
 import logging
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from edgegolf.data import DEFAULT_DATA as BBC
+from edgegolf.datafiles import read_table
 from edgegolf.data import Split, load_labelled_texts, stratified_split
 from edgegolf.errors import DataError
 
@@ -99,7 +98,7 @@ def _read_path(path: Path, column: str | None) -> list[str]:
                             f"dataset_dict.json); give {ACCEPTED}")
         return _finish(path, _read_datasets(path, column))
     suffix = path.suffix.lower()
-    readers = {".txt": _read_txt, ".jsonl": _read_jsonl, ".csv": _read_csv, ".parquet": _read_parquet}
+    readers = {".txt": _read_txt, ".jsonl": _read_table, ".csv": _read_table, ".parquet": _read_table}
     if suffix not in readers:
         raise DataError(f"distill data {str(path)!r} has type {suffix or '(none)'!r}; accepted: "
                         ".txt, .jsonl, .csv, .parquet, or a folder saved by datasets")
@@ -145,52 +144,12 @@ def _text_of(path: Path, where: str, column: str, value: Any) -> str:
     return value
 
 
-def _read_jsonl(path: Path, column: str | None) -> list[str]:
-    rows = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(f"distill data {str(path)!r} line {number} is not JSON ({exc.msg}); "
-                            "give one JSON object per line") from None
-        if not isinstance(row, dict):
-            raise DataError(f"distill data {str(path)!r} line {number} is a {type(row).__name__}, not an object; "
-                            'give one JSON object per line, like {"text": "..."}')
-        rows.append((number, row))
-    if not rows:
+def _read_table(path: Path, column: str | None) -> list[str]:
+    """A .jsonl/.csv/.parquet file, through the reader labelled evaluation data uses too."""
+    table = read_table(path, "distill data")
+    if not table.rows:
         return []
-    name = _pick_column(path, list(rows[0][1]), column)
-    texts = []
-    for number, row in rows:
-        if name not in row:
-            raise DataError(f"distill data {str(path)!r} line {number} has no column {name!r}; "
-                            "every line needs it")
-        texts.append(_text_of(path, f"line {number}", name, row[name]))
-    return texts
-
-
-def _read_csv(path: Path, column: str | None) -> list[str]:
-    with path.open(encoding="utf-8", newline="") as handle:
-        reader = csv.DictReader(handle)
-        name = _pick_column(path, list(reader.fieldnames or []), column)
-        return [row[name] or "" for row in reader]
-
-
-def _read_parquet(path: Path, column: str | None) -> list[str]:
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError(f"distill data {str(path)!r} is parquet, which needs pyarrow: pip install pyarrow "
-                        "(or give .txt, .jsonl or .csv)") from None
-    try:
-        table = pq.read_table(path)
-    except (OSError, pa.ArrowException) as exc:  # ArrowInvalid & co. for a broken file
-        raise DataError(f"distill data {str(path)!r} is not a readable parquet file: {str(exc).splitlines()[0]}") from None
-    name = _pick_column(path, list(table.column_names), column)
-    return [_text_of(path, f"row {i}", name, v) for i, v in enumerate(table.column(name).to_pylist())]
+    return table.texts(_pick_column(path, list(table.columns), column), "choose a text column with distill.column")
 
 
 def _read_datasets(path: Path, column: str | None) -> list[str]:

@@ -1,0 +1,143 @@
+"""`edgegolf compare A B`: two artifacts timed in the same run, interleaved, with the ratio.
+
+Both are opened in one process on one device profile (here, or in one runner process on an
+ssh device) and timed in alternating blocks (A B, B A, A B...), so a load change on the
+machine hits both alike. The verdict is the
+ratio of medians B/A with a bootstrap 95% interval: the difference is "larger than the
+noise" only when that interval excludes 1.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from edgegolf.devices.artifact import open_artifact
+from edgegolf.devices.bench import (
+    _encoder_feeds,
+    bench_texts,
+    local_runtime,
+    shape_entry,
+)
+from edgegolf.devices.cuda import ort_providers
+from edgegolf.devices.latency import (
+    BOOTSTRAP_RESAMPLES,
+    BOOTSTRAP_SEED,
+    _load_average,
+    latency_stats,
+    measure_latency,
+)
+from edgegolf.devices.profiles import DeviceProfile, pinned
+from edgegolf.devices.remote import RemoteOptions, run_remote_compare
+from edgegolf.errors import DeviceError, RecipeError
+
+log = logging.getLogger(__name__)
+
+
+def ratio_of_medians_ci(a: np.ndarray, b: np.ndarray, *, resamples: int = BOOTSTRAP_RESAMPLES,
+                        seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
+    """median(b) / median(a) and its percentile-bootstrap 95% interval (each side resampled on its own)."""
+    a = np.asarray(a, dtype=np.float64)
+    b = np.asarray(b, dtype=np.float64)
+    if a.size == 0 or b.size == 0:
+        raise RecipeError("compare needs samples of both artifacts; accepted: at least one run each")
+    rng = np.random.default_rng(seed)
+    ma = np.median(a[rng.integers(0, a.size, size=(resamples, a.size))], axis=1)
+    mb = np.median(b[rng.integers(0, b.size, size=(resamples, b.size))], axis=1)
+    low, high = np.percentile(mb / ma, [2.5, 97.5])
+    return float(np.median(b) / np.median(a)), float(low), float(high)
+
+
+def compare(
+    a_path: str | Path,
+    b_path: str | Path,
+    profile: DeviceProfile,
+    *,
+    batch: int = 1,
+    seq: int = 128,
+    rounds: int = 10,
+    runs_per_round: int = 10,
+    warmup: int = 10,
+    texts: list[str] | None = None,
+    remote: RemoteOptions | None = None,
+) -> dict[str, Any]:
+    """The "compare" section of a report document. Local profiles run here; an ssh device runs
+    both graphs in one runner process on the device, in the same alternating blocks."""
+    if profile.kind not in ("cpu", "cuda", "tensorrt", "ssh"):
+        raise RecipeError(f"compare runs both ONNX artifacts on one onnxruntime; device {profile.name!r} (kind "
+                          f"{profile.kind}) is not accepted: use cpu-1, cpu-2, ..., cuda or ssh://user@host")
+    for name, value in (("rounds", rounds), ("runs_per_round", runs_per_round), ("batch", batch), ("seq", seq)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise RecipeError(f"compare {name} is {value!r}; accepted: a positive integer")
+    artifacts = [open_artifact(a_path), open_artifact(b_path)]
+    for art in artifacts:
+        if seq > art.spec.max_length:
+            raise RecipeError(f"--seq {seq} is longer than {art.label}'s max_length {art.spec.max_length}")
+    texts = texts if texts is not None else bench_texts()
+    feeds = [_encoder_feeds(art, texts, batch, seq) for art in artifacts]
+    if profile.kind == "ssh":
+        samples, load, runtime = _remote_samples(artifacts, feeds, profile, warmup, rounds, runs_per_round,
+                                                 remote or RemoteOptions())
+    else:
+        samples, load = _local_samples(artifacts, feeds, profile, warmup, rounds, runs_per_round)
+        runtime = local_runtime()
+    stats = [latency_stats(s, load_avg=load, keep_samples=True) for s in samples]
+    ratio, low, high = ratio_of_medians_ci(np.array(samples[0]), np.array(samples[1]))
+    beyond = not (low <= 1.0 <= high)
+    if beyond:
+        faster = "faster" if ratio < 1 else "slower"
+        verdict = (f"B is {abs(1 - ratio):.1%} {faster} than A (median ratio {ratio:.3f}, 95% CI {low:.3f}-{high:.3f}): "
+                   "larger than the noise")
+    else:
+        verdict = (f"no difference beyond the noise: median ratio B/A {ratio:.3f}, 95% CI {low:.3f}-{high:.3f} "
+                   "includes 1")
+    return {
+        "device": profile.name, "where": profile.url or "local", "profile": profile.to_dict(), "runtime": runtime,
+        "batch": batch, "seq": seq, "rounds": rounds, "runs_per_round": runs_per_round,
+        "a": {"artifact": artifacts[0].to_dict(), **shape_entry(batch, seq, stats[0])},
+        "b": {"artifact": artifacts[1].to_dict(), **shape_entry(batch, seq, stats[1])},
+        "ratio_b_over_a": ratio, "ratio_ci95": [low, high], "beyond_noise": beyond, "verdict": verdict,
+    }
+
+
+def _local_samples(artifacts, feeds, profile: DeviceProfile, warmup: int, rounds: int,
+                   runs_per_round: int) -> tuple[list[list[float]], float]:
+    from edgegolf.runtime.models import open_model
+
+    providers = ort_providers(profile)
+    threads = profile.resolved_threads if profile.kind == "cpu" else None
+    samples: list[list[float]] = [[], []]
+    load = _load_average()  # recorded before timing, as measure_latency does
+    with pinned(profile):
+        models = [open_model(a.onnx_path, a.tokenizer_path, a.spec, threads=threads, providers=providers)
+                  for a in artifacts]
+        calls = [lambda model=model, f=f: model.run(f) for model, f in zip(models, feeds)]
+        for call in calls:  # warm both before the first timed block
+            for _ in range(warmup):
+                call()
+        for r in range(rounds):
+            order = (0, 1) if r % 2 == 0 else (1, 0)  # alternate who goes first
+            for i in order:
+                block = measure_latency(calls[i], warmup=1, runs=runs_per_round, max_seconds=None,
+                                        min_runs=runs_per_round, keep_samples=True)
+                samples[i].extend(block.samples_ms or [])
+    return samples, load
+
+
+def _remote_samples(artifacts, feeds, profile: DeviceProfile, warmup: int, rounds: int, runs_per_round: int,
+                    options: RemoteOptions) -> tuple[list[list[float]], float, dict[str, Any]]:
+    from edgegolf.devices.size import external_data_files
+
+    result = run_remote_compare(
+        profile, [(a.onnx_path, external_data_files(a.onnx_path), f) for a, f in zip(artifacts, feeds)],
+        threads=profile.threads, warmup=warmup, rounds=rounds, runs_per_round=runs_per_round, options=options)
+    samples = result["compare"]["samples_ms"]
+    if len(samples) != 2 or not all(samples):
+        raise DeviceError(f"device {profile.name}: the runner returned no compare samples")
+    runtime = {key: result.get(key) for key in ("python", "platform", "machine", "cpu_count", "onnxruntime", "numpy")}
+    runtime["providers"] = ["CPUExecutionProvider"]
+    load = result.get("load_avg")
+    return samples, float("nan") if load is None else float(load), runtime

@@ -1,0 +1,356 @@
+"""`edgegolf search`: the most accurate model that fits a budget, or exactly why none does.
+
+Each trial is a real compress run (`edgegolf.pipeline.compress`) with the trial's prune and
+quantize settings; its measured numbers become the trial's objectives (accuracy, latency on
+the budget's device, size) and constraints (the budget). Work that trials share is done
+once per process (`StageMemo`): the teacher's measurements, and each pruned student with
+its export, reused by every quantization scheme tried on it.
+
+Files, beside OUT:  OUT.search.db  (the default SQLite storage: rerun to continue)
+                    OUT.search/    trials/<n> (trial bundles), front.md, front.svg, vocab corpus
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+import statistics
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgegolf.errors import EdgegolfError, RecipeError
+
+log = logging.getLogger(__name__)
+
+MB = 1e6
+_LIMIT_TO_MEASURED = {"size_mb": "size_mb", "zstd_mb": "zstd_mb", "p50_ms": "p50_ms", "p95_ms": "p95_ms",
+                      "memory_mb": "memory_mb", "max_accuracy_drop": "drop"}
+
+
+@dataclass
+class SearchResult:
+    output: Path
+    study_name: str
+    storage: str
+    fits: bool
+    chosen: Any  # TrialRecord shipped in OUT (best fitting, or the closest candidate)
+    front: list  # TrialRecord, the Pareto front
+    records: list  # every completed TrialRecord of the study
+    message: str  # what was found, or which limit could not be met and by how much
+    front_markdown: str
+    search_dir: Path
+    reuse: dict[str, Any] = field(default_factory=dict)  # work shared between this process's trials
+    cpu_seconds: float = 0.0  # this process, its children included
+    wall_seconds: float = 0.0
+
+
+class _StudyFull(EdgegolfError):
+    """Raised in a trial asked for at the same moment as another worker's last one; it ends
+    as a failed trial (samplers ignore those) and runs nothing."""
+
+
+def parse_duration(text: str | float | int | None) -> float | None:
+    """'90s', '30m', '2h', '1h30m' or plain seconds -> seconds."""
+    if text is None or isinstance(text, (int, float)):
+        return None if text is None else float(text)
+    parts = re.fullmatch(r"\s*(?:(\d+(?:\.\d+)?)h)?\s*(?:(\d+(?:\.\d+)?)m)?\s*(?:(\d+(?:\.\d+)?)s?)?\s*", text.lower())
+    if not parts or not any(parts.groups()):
+        raise RecipeError(f"search time {text!r} is not a duration; write e.g. 90s, 30m, 2h or 1h30m")
+    hours, minutes, seconds = (float(g) if g else 0.0 for g in parts.groups())
+    return hours * 3600 + minutes * 60 + seconds
+
+
+def _cpu_seconds() -> float:
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system  # memory probes run in children
+
+
+def search(
+    source: str | Path | None = None,
+    *,
+    output: str | Path = "out",
+    budget: Any,
+    trials: int = 20,
+    time_limit: str | float | None = None,
+    storage: str | None = None,
+    study: str | None = None,
+    task: str | None = None,
+    recipe: Any = None,
+    overrides: dict[str, Any] | None = None,
+    space: Any = None,
+    distill: str | dict[str, Any] | None = None,
+    sampler: str = "tpe",
+    seed: int | None = None,
+    force: bool = False,
+    trust_remote_code: bool = False,
+) -> SearchResult:
+    """Search prune, quantization (and, given `distill` settings such as "steps=300",
+    distillation) for the most accurate model that fits `budget`.
+
+    Runs until the study holds `trials` completed trials (counting every worker's and every
+    earlier run's), or `time_limit` passes. Writes the best fitting bundle to `output`, or,
+    when none fits, the closest candidate (check `result.fits`).
+    """
+    import optuna
+    from optuna.trial import TrialState
+
+    from edgegolf.data import load_labelled_texts, stratified_split
+    from edgegolf.pipeline import StageMemo, build_recipe
+    from edgegolf.search import study as studies
+    from edgegolf.search.front import best_fitting, closest, markdown_front, pareto_front, why_nothing_fits
+    from edgegolf.search.space import BoundSpace, SearchSpace, model_shape
+    from edgegolf.source import resolve_source
+
+    started, cpu_started = time.perf_counter(), _cpu_seconds()
+    optuna.logging.set_verbosity(optuna.logging.WARNING)  # edgegolf logs each trial itself
+    if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
+        raise RecipeError(f"search trials = {trials!r} is not accepted; give an integer >= 1")
+    seconds_allowed = parse_duration(time_limit)
+    if task is not None:
+        overrides = {**(overrides or {}), "task": task}
+    base_recipe, budget_ = build_recipe(recipe, overrides=overrides, budget=budget)
+    if budget_.is_empty():
+        raise RecipeError("search needs a budget to fit: give e.g. --budget 'size<=10MB,p50<=5ms,drop<=1'")
+    if base_recipe.prune or base_recipe.distill or base_recipe.quantize != {"scheme": "default"}:
+        raise RecipeError("search chooses [prune], [distill] and [quantize] itself: drop them from the recipe and "
+                          "flags (offer distillation with distill=, --distill)")
+    output = Path(output)
+    if output.exists() and not force:
+        from edgegolf.errors import OutputExistsError
+
+        raise OutputExistsError(f"output {str(output)!r} already exists; pass --force to replace it, or choose another -o")
+    search_dir = output.parent / f"{output.name}.search"
+    storage_url = storage or f"sqlite:///{(output.parent / f'{output.name}.search.db').resolve()}"
+    study_name = study or f"edgegolf-{output.name}"
+    sampler_ = studies.make_sampler(sampler, n_trials=trials, seed=seed)  # bad names fail before any work
+    if storage is None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+    storage_ = studies.open_storage(storage_url)
+    search_dir.mkdir(parents=True, exist_ok=True)
+
+    src = resolve_source(source)
+    shape = model_shape(src.path, trust_remote_code=trust_remote_code)
+    # the vocabulary comes from the train split of the full data: it never holds a test text,
+    # whatever evaluate.limit is (a limited split's test texts are a prefix of the full one's)
+    evaluate = base_recipe.evaluate
+    full = stratified_split(load_labelled_texts(evaluate.data), test_fraction=evaluate.test_fraction, seed=evaluate.seed)
+    corpus = search_dir / "vocab-train-split.txt"
+    text = "\n".join(full.train.texts) + "\n"
+    if not corpus.exists() or corpus.read_text(encoding="utf-8") != text:
+        partial = corpus.with_suffix(f".{os.getpid()}.partial")
+        partial.write_text(text, encoding="utf-8")
+        os.replace(partial, corpus)
+    space = space or SearchSpace()
+    if distill is not None:  # validated now; offered to pruned students as a choice
+        from dataclasses import replace
+
+        from edgegolf.compression.distill import distill_config_from_dict, parse_distill_spec
+
+        config = parse_distill_spec(distill) if isinstance(distill, str) else distill_config_from_dict(distill)
+        space = replace(space, distill=config.to_dict())
+    bound = BoundSpace(space, shape, corpus)
+
+    limits = budget_.to_dict()
+    size_field = "zstd_mb" if "zstd_mb" in limits and "size_mb" not in limits else "size_mb"
+    latency_field = "p95_ms" if "p95_ms" in limits and "p50_ms" not in limits else "p50_ms"
+
+    # the source by name, not path: workers on other machines keep it elsewhere
+    identity = {"source": {"name": src.name, "kind": src.kind}, "budget": limits, "recipe": base_recipe.to_dict(), "space": bound.describe()}
+    study_ = studies.open_study(storage_, study_name, sampler_, identity, bound.baseline())
+    log.info("search study %r in %s: %d of %d trials done", study_name, storage_url,
+             studies.count(study_, TrialState.COMPLETE), trials)
+
+    memo = StageMemo(search_dir / f"memo-{studies.HOST}-{os.getpid()}", max_students=24)
+    _remove_dead_memos(search_dir)
+    mine: list[int] = []  # trials this process ran
+    full: list[int] = []  # trials this process found surplus
+
+    def objective(trial: optuna.Trial):
+        trial.set_user_attr("worker", {"host": studies.HOST, "pid": os.getpid()})
+        ahead = [t for t in study_.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
+                 if t.number < trial.number]
+        if len(ahead) >= trials:  # another worker asked at the same moment: the study is full
+            trial.set_user_attr("surplus", True)
+            full.append(trial.number)
+            raise _StudyFull(f"trial {trial.number} is not needed: the study already has {trials} trials")
+        params = bound.suggest(trial)
+        twin = next((t for t in study_.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+                     if t.params == params and "measured" in t.user_attrs), None)
+        if twin is not None:  # the sampler proposed settings already measured: reuse, do not rerun
+            for key in ("measured", "checks", "bundle", "reused"):
+                trial.set_user_attr(key, twin.user_attrs[key])
+            for key, value in twin.constraints.items():
+                trial.set_constraint(key, value)
+            trial.set_user_attr("duplicate_of", twin.number)
+            trial.set_user_attr("seconds", 0.0)
+            return twin.values
+        from edgegolf.pipeline import compress
+
+        t, cpu = time.perf_counter(), _cpu_seconds()
+        hits = dict(memo.hits)
+        bundle = search_dir / "trials" / str(trial.number)
+        result = compress(source, output=bundle, recipe=base_recipe,
+                          budget=budget_, overrides=bound.overrides(params), force=True,
+                          trust_remote_code=trust_remote_code, memo=memo)
+        final, teacher = result.final, result.teacher
+        measured = {"accuracy": final.metrics["accuracy"], "teacher_accuracy": teacher.metrics["accuracy"],
+                    "drop": teacher.metrics["accuracy"] - final.metrics["accuracy"],
+                    "size_mb": final.size.raw_bytes / MB, "zstd_mb": final.size.zstd_bytes / MB,
+                    "p50_ms": final.latency.p50_ms, "p95_ms": final.latency.p95_ms,
+                    "memory_mb": final.peak_rss_bytes / MB,
+                    **{k: v for k, v in final.metrics.items() if k != "accuracy"}}
+        measured["latency_ms"] = measured[latency_field]
+        measured["size_objective_mb"] = measured[size_field]
+        checks = result.verdict.checks
+        trial.set_user_attr("measured", measured)
+        trial.set_user_attr("checks", [{"field": c.field, "label": c.label, "unit": c.unit, "measured": c.measured,
+                                        "limit": c.limit} for c in checks])
+        for c in checks:  # the budget as Optuna constraints: relative excess, <= 0 fits
+            trial.set_constraint(c.field, (c.measured - c.limit) / c.limit if c.limit else c.measured - c.limit)
+        trial.set_user_attr("bundle", str(bundle.resolve()))
+        trial.set_user_attr("reused", {kind: memo.hits[kind] > hits[kind] for kind in hits})
+        trial.set_user_attr("seconds", round(time.perf_counter() - t, 2))
+        trial.set_user_attr("cpu_seconds", round(_cpu_seconds() - cpu, 2))
+        mine.append(trial.number)
+        log.info("trial %d [%s]: accuracy %.2f, %s %.2f ms, %.2f MB: %s", trial.number, params,
+                 measured["accuracy"], latency_field, measured["latency_ms"], measured["size_objective_mb"],
+                 result.verdict.summary())
+        return measured["accuracy"], measured["latency_ms"], measured["size_objective_mb"]
+
+    failures = 0
+    try:
+        while True:
+            studies.fail_dead_local_trials(study_)
+            done = studies.count(study_, TrialState.COMPLETE)
+            running = studies.count(study_, TrialState.RUNNING)
+            if done + running >= trials:
+                break
+            if seconds_allowed is not None and time.perf_counter() - started >= seconds_allowed:
+                log.warning("search time %s is spent: stopping with %d of %d trials done", time_limit, done, trials)
+                break
+            before = studies.count(study_, TrialState.FAIL)
+            study_.optimize(objective, n_trials=1, catch=(EdgegolfError,))
+            if full:  # this worker's last ask came after the study filled up
+                break
+            failures = failures + 1 if studies.count(study_, TrialState.FAIL) > before else 0
+            if failures >= 5:
+                log.error("5 trials in a row failed: stopping (see the failed trials' errors above)")
+                break
+    finally:
+        shutil.rmtree(memo.folder, ignore_errors=True)
+
+    from edgegolf.search.front import record_from_trial
+
+    records = [r for r in (record_from_trial(t) for t in study_.get_trials(states=(TrialState.COMPLETE,))) if r]
+    front = pareto_front(records)
+    chosen = best_fitting(records)
+    fits = chosen is not None
+    if chosen is None:
+        chosen = closest(records)
+    if chosen is None:
+        raise EdgegolfError(f"no trial of study {study_name!r} completed; nothing to write (see the errors above)")
+    message = (f"trial {chosen.number} [{chosen.label()}] fits: {chosen.verdict.summary()}" if fits
+               else why_nothing_fits(records))
+    table = markdown_front(front, chosen)
+    result = SearchResult(output, study_name, storage_url, fits, chosen, front, records, message, table, search_dir)
+    result.reuse = _reuse_summary([r for r in records if r.number in mine], memo)
+    _write_reports(result, limits)
+    _publish(result, src, source, base_recipe, budget_, bound, trust_remote_code, force)
+    _drop_unneeded_bundles(result, mine)
+    result.cpu_seconds = _cpu_seconds() - cpu_started
+    result.wall_seconds = time.perf_counter() - started
+    return result
+
+
+def _reuse_summary(records: list, memo) -> dict[str, Any]:
+    """Trial times by what the memo gave them: how much sharing work between trials saved."""
+    groups: dict[str, list[float]] = {"nothing reused": [], "teacher reused": [], "teacher and student reused": []}
+    for r in records:
+        if r.duplicate_of is not None:
+            continue
+        key = ("teacher and student reused" if r.reused.get("student") else
+               "teacher reused" if r.reused.get("teacher") else "nothing reused")
+        groups[key].append(r.seconds)
+    return {"median_seconds": {k: statistics.median(v) for k, v in groups.items() if v},
+            "trials": {k: len(v) for k, v in groups.items()},
+            "reused_work_seconds": round(memo.saved_seconds, 1),
+            "hits": dict(memo.hits), "misses": dict(memo.misses)}
+
+
+def _write_reports(result: SearchResult, limits: dict[str, float]) -> None:
+    from edgegolf.search.front import svg_plot
+
+    teacher = result.records[0].measured["teacher_accuracy"] if result.records else 0.0
+    plot_limits = {}
+    for name in ("p50_ms", "p95_ms"):
+        if name in limits and result.records and result.records[0].measured["latency_ms"] == \
+                result.records[0].measured[name]:
+            plot_limits["latency_ms"] = limits[name]
+    if "max_accuracy_drop" in limits:
+        plot_limits["accuracy"] = teacher - limits["max_accuracy_drop"]
+    svg = svg_plot(result.records, result.front, result.chosen, plot_limits)
+    text = (f"# Search {result.study_name}\n\nstorage: `{result.storage}`; {len(result.records)} completed trials\n\n"
+            f"{'FITS' if result.fits else 'NOTHING FITS'}: {result.message}\n\n## Pareto front (measured)\n\n"
+            f"(* = the trial in the bundle)\n\n{result.front_markdown}\n\n![front](front.svg)\n")
+    for name, content in (("front.md", text), ("front.svg", svg)):
+        partial = result.search_dir / f".{name}.{os.getpid()}.partial"
+        partial.write_text(content, encoding="utf-8")
+        os.replace(partial, result.search_dir / name)
+
+
+def _publish(result: SearchResult, src, source, base_recipe, budget, bound, trust_remote_code: bool,
+             force: bool) -> None:
+    """Write the chosen trial's bundle to OUT atomically, with the search's report beside it.
+    A trial run on another machine is rerun here from its parameters."""
+    import json
+
+    from edgegolf.bundle import BundleWriter
+    from edgegolf.search.study import HOST
+
+    chosen = result.chosen
+    bundle = Path(chosen.bundle) if chosen.bundle else None
+    if bundle is None or chosen.host != HOST or not (bundle / "manifest.json").exists():
+        from edgegolf.pipeline import compress
+
+        log.info("trial %d's bundle is not on this machine: rerunning it", chosen.number)
+        bundle = result.search_dir / "trials" / f"{chosen.number}-rerun"
+        compress(source, output=bundle, recipe=base_recipe, budget=budget,
+                 overrides=bound.overrides(chosen.params), force=True, trust_remote_code=trust_remote_code)
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    for key in ("files", "format", "format_version"):
+        manifest.pop(key, None)
+    manifest["search"] = {"study": result.study_name, "storage": result.storage, "trial": chosen.number,
+                          "params": chosen.params, "fits": result.fits, "message": result.message,
+                          "completed_trials": len(result.records), "front": [r.number for r in result.front]}
+    with BundleWriter(result.output, force=force) as writer:
+        for path in bundle.iterdir():
+            if path.is_file() and path.name != "manifest.json":
+                shutil.copyfile(path, writer.staging / path.name)
+        (writer.staging / "search-front.svg").write_bytes((result.search_dir / "front.svg").read_bytes())
+        report = (result.search_dir / "front.md").read_text(encoding="utf-8")
+        (writer.staging / "search-front.md").write_text(report.replace("(front.svg)", "(search-front.svg)"),
+                                                        encoding="utf-8")
+        writer.commit(manifest)
+
+
+def _drop_unneeded_bundles(result: SearchResult, mine: list[int]) -> None:
+    """Trial bundles this process wrote that are neither on the front nor shipped: removed.
+    (A trial that leaves the front never returns to it, so no later worker needs them.)"""
+    keep = {r.number for r in result.front} | {result.chosen.number}
+    for number in mine:
+        if number not in keep:
+            shutil.rmtree(result.search_dir / "trials" / str(number), ignore_errors=True)
+
+
+def _remove_dead_memos(search_dir: Path) -> None:
+    from edgegolf.bundle import pid_alive
+    from edgegolf.search.study import HOST
+
+    for folder in search_dir.glob(f"memo-{HOST}-*"):
+        pid = folder.name.rsplit("-", 1)[1]
+        if pid.isdigit() and not pid_alive(int(pid)):
+            shutil.rmtree(folder, ignore_errors=True)

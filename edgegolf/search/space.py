@@ -1,0 +1,149 @@
+"""What a search varies: the pipeline's own settings, as Optuna parameters.
+
+A trial's parameters map to recipe overrides (the dotted keys `compress` takes), so every
+trial is an ordinary compress run and its bundle's recipe.toml reruns it exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgegolf.errors import RecipeError
+
+SCHEMES = ("default", "int8-dynamic", "int4", "none")  # default: edgegolf's tuned int8
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """The choices offered to the sampler. Fractions are kept shares, as in a prune spec."""
+
+    min_layers: int = 1
+    heads: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
+    ffn: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
+    # vocabulary pruned to the train split's tokens seen at least this often (0: not pruned);
+    # the word embeddings are most of a small encoder's bytes
+    vocab: tuple[int, ...] = (0, 1, 3, 10)
+    schemes: tuple[str, ...] = SCHEMES
+    int4_block_sizes: tuple[int, ...] = (32, 64, 128)
+    # [distill] settings (e.g. {"steps": 300}) offered as a choice for pruned students; None: never
+    distill: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        unknown = [s for s in self.schemes if s not in SCHEMES]
+        if unknown or not self.schemes:
+            raise RecipeError(f"search scheme {unknown[0] if unknown else ''!r} is not accepted; "
+                              f"choose from: {', '.join(SCHEMES)}")
+        if not self.vocab or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in self.vocab):
+            raise RecipeError(f"search vocab = {self.vocab!r} is not accepted; give minimum token counts >= 1, "
+                              "0 for no vocabulary pruning")
+        for name in ("heads", "ffn"):
+            values = getattr(self, name)
+            if not values or not all(0.0 < v <= 1.0 for v in values):
+                raise RecipeError(f"search {name} = {values!r} is not accepted; give kept fractions 0 < f <= 1")
+
+
+@dataclass(frozen=True)
+class ModelShape:
+    """What the space needs to know about the teacher."""
+
+    layers: int
+    heads: int  # key/value groups: the unit head pruning removes
+    vocab_pruning: bool
+
+
+@dataclass
+class BoundSpace:
+    """A space bound to one model and one vocabulary corpus: suggests and translates trials."""
+
+    space: SearchSpace
+    shape: ModelShape
+    vocab_corpus: Path | None
+    head_choices: list[float] = field(init=False)
+
+    def __post_init__(self) -> None:
+        # distinct head counts only: on a 2-head model 0.75 and 1.0 keep the same heads
+        counts = sorted({max(1, round(f * self.shape.heads)) for f in self.space.heads}, reverse=True)
+        self.head_choices = [c / self.shape.heads for c in counts]
+
+    def describe(self) -> dict[str, Any]:
+        """Stored with the study: a rerun with another space must not mix into it."""
+        return {"layers": [min(self.space.min_layers, self.shape.layers), self.shape.layers],
+                "heads": self.head_choices, "ffn": list(self.space.ffn), "vocab": self.vocab_options(),
+                "schemes": list(self.space.schemes), "int4_block_sizes": list(self.space.int4_block_sizes),
+                "distill": self.space.distill}
+
+    def vocab_options(self) -> list[int]:
+        return [v for v in self.space.vocab if not v or (self.shape.vocab_pruning and self.vocab_corpus)] or [0]
+
+    def baseline(self) -> dict[str, Any]:
+        """The unpruned model with the first scheme: what quantization alone gives."""
+        params = {"layers": self.shape.layers, "heads": 1.0 if 1.0 in self.head_choices else self.head_choices[0],
+                  "ffn": 1.0 if 1.0 in self.space.ffn else self.space.ffn[0], "vocab": 0,
+                  "quantize": self.space.schemes[0]}
+        if params["quantize"] == "int4":
+            params["int4_block_size"] = self.space.int4_block_sizes[0]
+        return params
+
+    def suggest(self, trial) -> dict[str, Any]:
+        """Ask the trial for one value of each setting (int4's block size only under int4)."""
+        trial.suggest_int("layers", min(self.space.min_layers, self.shape.layers), self.shape.layers)
+        trial.suggest_categorical("heads", self.head_choices)
+        trial.suggest_categorical("ffn", list(self.space.ffn))
+        vocab = trial.suggest_categorical("vocab", self.vocab_options())
+        pruned = (trial.params["layers"] < self.shape.layers or trial.params["heads"] < 1.0
+                  or trial.params["ffn"] < 1.0 or vocab)
+        if self.space.distill and pruned:  # distillation needs a smaller student
+            trial.suggest_categorical("distill", [False, True])
+        scheme = trial.suggest_categorical("quantize", list(self.space.schemes))
+        if scheme == "int4":
+            trial.suggest_categorical("int4_block_size", list(self.space.int4_block_sizes))
+        return dict(trial.params)
+
+    def overrides(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Trial parameters -> the recipe overrides compress takes."""
+        prune: dict[str, Any] = {}
+        if params["layers"] < self.shape.layers:
+            prune["layers"] = int(params["layers"])
+        if params["heads"] < 1.0:
+            prune["heads"] = float(params["heads"])
+        if params["ffn"] < 1.0:
+            prune["ffn"] = float(params["ffn"])
+        if params["vocab"]:
+            prune["vocab"] = str(self.vocab_corpus)
+            if params["vocab"] > 1:
+                prune["vocab_min_count"] = int(params["vocab"])
+        quantize: dict[str, Any] = {"scheme": params["quantize"]}
+        if params["quantize"] == "int4":
+            quantize["block_size"] = int(params["int4_block_size"])
+        overrides = {"prune": prune, "quantize": quantize}
+        if params.get("distill") and prune and self.space.distill:
+            overrides["distill"] = dict(self.space.distill)
+        return overrides
+
+
+def model_shape(source_dir: Path, *, trust_remote_code: bool = False) -> ModelShape:
+    """Layers and head groups of the teacher, read from its config (nothing is loaded)."""
+    from transformers import AutoConfig
+
+    from edgegolf.compression.prune.arch import family_for
+
+    config = AutoConfig.from_pretrained(str(source_dir), trust_remote_code=trust_remote_code)
+    family = family_for(config)  # raises a clear PruneError for an unsupported type
+    keys = family.config_keys
+    layers = int(getattr(config, keys["layers"]))
+    heads = int(getattr(config, keys.get("kv_heads", keys["heads"]), None) or getattr(config, keys["heads"]))
+    return ModelShape(layers=layers, heads=heads, vocab_pruning=family.vocab_pruning and _is_wordpiece(source_dir))
+
+
+def _is_wordpiece(source_dir: Path) -> bool:
+    import json
+
+    path = Path(source_dir) / "tokenizer.json"
+    if path.exists():
+        try:
+            return json.loads(path.read_text(encoding="utf-8")).get("model", {}).get("type") == "WordPiece"
+        except (OSError, ValueError):
+            return False
+    return (Path(source_dir) / "vocab.txt").exists()  # a slow BERT tokenizer: WordPiece

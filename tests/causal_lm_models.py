@@ -1,0 +1,68 @@
+"""Tiny causal LMs for the tests: LLaMA and GPT-2 configs, a byte-level BPE trained on BBC text."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+
+VOCAB_SIZE = 384
+
+
+@lru_cache(maxsize=1)
+def bbc_texts() -> tuple[str, ...]:
+    """BBC News texts, read once per test process."""
+    from edgegolf.data import load_labelled_texts
+
+    return load_labelled_texts().texts
+
+
+def bbc_bpe(*, bos: bool, vocab_size: int = VOCAB_SIZE, texts: list[str] | None = None):
+    """A PreTrainedTokenizerFast: byte-level BPE trained on BBC News; LLaMA-style (a BOS token
+    before every text) when `bos`, else GPT-2-style (no special tokens added)."""
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
+    from transformers import PreTrainedTokenizerFast
+
+    if texts is None:
+        texts = list(bbc_texts()[::8])
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=["<pad>", "<s>", "</s>"],
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tokenizer.train_from_iterator(texts, trainer)
+    if bos:
+        tokenizer.post_processor = processors.TemplateProcessing(single="<s> $A", special_tokens=[("<s>", 1)])
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, pad_token="<pad>", bos_token="<s>", eos_token="</s>")
+
+
+def tiny_config(arch: str, vocab_size: int, **overrides):
+    from transformers import GPT2Config, LlamaConfig
+
+    if arch == "llama":
+        return LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                           pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False, **overrides)
+    return GPT2Config(vocab_size=vocab_size, n_embd=32, n_layer=2, n_head=4, n_positions=256, n_inner=64,
+                      pad_token_id=0, bos_token_id=1, eos_token_id=2, **overrides)
+
+
+def save_tiny_lm(folder: Path, arch: str, *, seed: int = 0) -> Path:
+    """A random-weight tiny LM of `arch` ("llama" or "gpt2") and its tokenizer, saved to `folder`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = bbc_bpe(bos=arch == "llama")
+    # large random weights: peaked next-token distributions, so greedy choices are clear-cut and
+    # varied (at the default 0.02 a random GPT-2 repeats one token), and quantization shows
+    model = AutoModelForCausalLM.from_config(tiny_config(arch, len(tokenizer), initializer_range=0.3)).eval()
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
