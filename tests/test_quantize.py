@@ -289,3 +289,15 @@ def test_default_int8_beats_naive_dynamic_on_minilm(tmp_path):
     assert ours.stat().st_size <= 24e6
     assert cos_ours.mean() >= 0.99 and cos_ours.min() >= 0.98, (cos_ours.mean(), cos_ours.min())
     assert cos_ours.mean() > cos_naive.mean() + 0.02, (cos_ours.mean(), cos_naive.mean())
+
+
+def test_fused_graph_keeps_its_embeddings_quantizable(fp32, tmp_path):
+    """Graph fusions leave the embedding Gathers alone, so int4 (which has no fused-embedding
+    kernel) still stores the word table as int8 rows instead of float32."""
+    from edgegolf.export.optimize import optimize_graph
+
+    fused = optimize_graph(fp32, tmp_path / "fused.onnx", num_heads=2, hidden_size=32)
+    assert fused.fused_ops.get("Attention") == 2 and "EmbedLayerNormalization" not in fused.fused_ops
+    report = quantize(fused.path, tmp_path / "q.onnx", Int4WeightOnly())
+    assert not [n for n in report.float_nodes if "word_embeddings" in n], report.float_nodes
+    assert report.quantized_ops.get("MatMulNBits", 0) > 0
