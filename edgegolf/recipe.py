@@ -281,15 +281,21 @@ def load_recipe_file(path: str | Path) -> tuple[dict[str, Any], dict[str, Any]]:
     except tomllib.TOMLDecodeError as exc:
         raise RecipeError(f"recipe file {str(path)!r} is not valid TOML: {exc}") from None
     budget = data.pop("budget", {})
-    prune = data.get("prune")
-    if isinstance(prune, dict) and isinstance(prune.get("vocab"), str):
-        # a corpus path in a recipe is relative to the recipe file, not to where edgegolf runs
-        prune["vocab"] = str((path.parent / Path(prune["vocab"]).expanduser()).resolve())
-    distill = data.get("distill")
-    if isinstance(distill, dict) and isinstance(distill.get("data"), str) and distill["data"].strip() not in (
-            "train-split", "bbc-news"):  # a transfer-data path too
-        distill["data"] = str((path.parent / Path(distill["data"].strip()).expanduser()).resolve())
+    resolve_paths(data, path.parent)  # relative to the recipe file, not to where edgegolf runs
     return data, budget
+
+
+NAMED_DATA = ("train-split", "bbc-news")  # data sets by name, not paths
+PATH_FIELDS = (("prune", "vocab"), ("distill", "data"), ("evaluate", "data"))
+
+
+def resolve_paths(table: dict[str, Any], folder: Path) -> None:
+    """Make the recipe's file paths absolute, relative to `folder`, so that the recipe.toml a
+    bundle carries reruns the same files from anywhere."""
+    for section, key in PATH_FIELDS:
+        fields = table.get(section)
+        if isinstance(fields, dict) and isinstance(fields.get(key), str) and fields[key].strip() not in NAMED_DATA:
+            fields[key] = str((folder / Path(fields[key].strip()).expanduser()).resolve())
 
 
 def set_dotted(table: dict[str, Any], dotted: str, value: Any) -> None:

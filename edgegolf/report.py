@@ -124,8 +124,16 @@ def _toml_value(value: Any) -> str:
 
 
 def recipe_toml(recipe: Recipe, budget: Budget) -> str:
-    """The full recipe as TOML: `edgegolf compress SOURCE --recipe recipe.toml` reruns it."""
+    """The full recipe as TOML: `edgegolf compress SOURCE --recipe recipe.toml` reruns it.
+
+    Its file paths are written absolute: read from the bundle, a relative path would be taken
+    relative to the bundle folder, not to where the run started."""
+    from pathlib import Path
+
+    from edgegolf.recipe import resolve_paths
+
     data = recipe.to_dict()
+    resolve_paths(data, Path.cwd())
     lines = ["# written by edgegolf: the recipe this bundle was built with", ""]
     if "task" in data:
         lines += [f"task = {_toml_value(data.pop('task'))}", ""]

@@ -89,3 +89,26 @@ def test_zero_drop_limit():
     budget = Budget.parse("drop<=0")
     assert check_budget(budget, {"max_accuracy_drop": 0.0}).fits
     assert not check_budget(budget, {"max_accuracy_drop": 0.3}).fits
+
+
+def test_recipe_file_paths_are_relative_to_the_recipe_and_written_absolute(tmp_path, monkeypatch):
+    """A recipe names its files relative to itself; the recipe.toml a bundle carries names them
+    absolute, so that `--recipe out/recipe.toml` reruns the same files from any folder."""
+    import tomllib
+
+    from edgegolf.pipeline import build_recipe
+    from edgegolf.report import recipe_toml
+
+    (tmp_path / "recipes").mkdir()
+    (tmp_path / "recipes" / "r.toml").write_text(
+        '[evaluate]\ndata = "../news.csv"\n[distill]\nsteps = 2\ndata = "train-split"\n', encoding="utf-8")
+    recipe, _ = build_recipe(tmp_path / "recipes" / "r.toml")
+    assert recipe.evaluate.data == str((tmp_path / "news.csv").resolve())
+    assert recipe.distill["data"] == "train-split"  # a named data set, not a path
+
+    monkeypatch.chdir(tmp_path)
+    flags, budget = build_recipe(None, overrides={"evaluate.data": "data/news.csv"})
+    assert flags.evaluate.data == "data/news.csv"  # errors name the path as the user typed it
+    written = tomllib.loads(recipe_toml(flags, budget))
+    assert written["evaluate"]["data"] == str(tmp_path / "data" / "news.csv")
+    assert tomllib.loads(recipe_toml(Recipe(), budget))["evaluate"]["data"] == "bbc-news"
