@@ -83,6 +83,8 @@ def test_every_stage_reports_accuracy_macro_f1_and_agreement(tiny_classifier, tm
     # The stage table (terminal and report.md) shows the classification metrics as columns.
     for text in (stdout, (out / "report.md").read_text()):
         assert "macro-F1" in text and "agreement" in text, text
+    code, report, stderr = run_cli(["report", out], capsys)  # and `edgegolf report` reads them back
+    assert code == 0 and "macro-F1 %" in report and "agreement %" in report, stderr
     predictions = load(out).classify(["Shares in the bank fell after the results.", "The striker scored twice."])
     assert all(p.label in CLASSES for p in predictions)
 
