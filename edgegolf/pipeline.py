@@ -353,6 +353,10 @@ def compress(
         raise SourceError(f"model {src.name!r} is a {config.architectures[0]} with no classification head; "
                           "text-classification needs a model fine-tuned for it, or use --task feature-extraction")
     adapter = get_task(task_name)
+    if recipe_.prune:  # a cut the model cannot take fails now, not after the teacher is measured
+        from edgegolf.compression.prune import check_prune_fits, prune_config_from_dict
+
+        check_prune_fits(prune_config_from_dict(recipe_.prune), config)
     split = adapter.load_split(recipe_.evaluate)  # the task decides what its data looks like (causal-lm: .txt)
     log.info("compressing %s (%s) for %s on device profile %s", src.name, type(config).__name__, task_name, profile.name)
 

@@ -270,6 +270,8 @@ CASES: list[Case] = [
     Case("prune spec: unknown key", compress("--prune", "layerz=1"), "layerz"),
     Case("prune spec: fraction above 1", compress("--prune", "heads=2"), "prune.heads = 2.0 is out of range"),
     Case("prune spec: term without a value", compress("--prune", "layers"), "is not key=value"),
+    Case("prune: more layers than the model has", compress("--prune", "layers=99"),
+         "prune.layers = 99 asks for more layers than the model has; accepted: 1 to 2"),
     Case("quantize scheme that does not exist", compress("--quantize", "int3"), "quantize.scheme = 'int3'"),
     Case("int4 block size that is not a power of two", compress("--quantize", "int4", "--block-size", "33"),
          "block_size = 33 is not accepted"),

@@ -22,7 +22,7 @@ _LAZY = {
     "supported_types": "arch",
     "attention_dims": "folder", "load_pruned": "folder", "prune_folder": "folder", "save_pruned": "folder",
     "SparsityReport": "magnitude",
-    "PruneReport": "model", "count_parameters": "model", "prune_model": "model",
+    "PruneReport": "model", "check_prune_fits": "model", "count_parameters": "model", "prune_model": "model",
     "VocabReport": "vocab", "read_corpus": "vocab", "unk_share": "vocab",
 }
 

@@ -171,10 +171,22 @@ def prune_model(
     return model, tokenizer, report
 
 
+def check_prune_fits(config: PruneConfig, model_config: Any) -> None:
+    """Refuse, from the model's config alone, a cut it cannot take: before any model is loaded."""
+    family = family_for(model_config)
+    total = getattr(model_config, family.config_keys["layers"], None)
+    if config.layers is not None and isinstance(total, int):
+        _check_layer_count(config.layers, total)
+
+
+def _check_layer_count(layers: int, total: int) -> None:
+    if layers > total:
+        raise PruneError(f"prune.layers = {layers} asks for more layers than the model has; accepted: 1 to {total}")
+
+
 def _drop_layers(model: nn.Module, family: Family, config: PruneConfig, batches: list, total: int
                  ) -> tuple[list[int], list[dict[str, float]] | None]:
-    if config.layers > total:
-        raise PruneError(f"prune.layers = {config.layers} asks for more layers than the model has; accepted: 1 to {total}")
+    _check_layer_count(config.layers, total)
     family.check_layer_drop(model.config)
     steps = None
     if config.layer_selection == "importance":
