@@ -42,7 +42,7 @@ def resolve_source(source: str | Path | None, *, trust_remote_code: bool = False
     """The model folder `source` names; refused if it asks to run its own code and that is not trusted."""
     if source is None or str(source) in ("", DEFAULT_MODEL):
         return Source(DEFAULT_MODEL, "default", default_model_path())
-    resolved = _resolve(str(source))
+    resolved = _resolve(str(source), with_code=trust_remote_code)
     if not trust_remote_code:
         refuse_remote_code(resolved.path, resolved.name)
     return resolved
@@ -67,7 +67,7 @@ def refuse_remote_code(folder: Path, name: str) -> None:
             )
 
 
-def _resolve(text: str) -> Source:
+def _resolve(text: str, *, with_code: bool = False) -> Source:
     path = Path(text).expanduser()
     if path.exists():
         if not path.is_dir():
@@ -78,16 +78,17 @@ def _resolve(text: str) -> Source:
     looks_like_path = text.startswith((".", "/", "~")) or text.count("/") > 1 or "\\" in text
     if looks_like_path or not _HUB_ID.match(text):
         raise SourceError(f"model folder {text!r} does not exist (and it is not a hub id like 'org/name')")
-    return Source(text, "hub", _download(text))
+    return Source(text, "hub", _download(text, with_code=with_code))
 
 
-def _download(repo_id: str) -> Path:
+def _download(repo_id: str, *, with_code: bool = False) -> Path:
+    """Fetch the files a model folder needs; its Python files only when its code is trusted."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError
 
     log.info("fetching %s from the Hugging Face hub", repo_id)
     try:
-        return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES))
+        return Path(snapshot_download(repo_id, allow_patterns=_HUB_FILES + (["*.py"] if with_code else [])))
     except (OSError, HfHubHTTPError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise SourceError(

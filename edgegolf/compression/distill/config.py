@@ -58,6 +58,7 @@ class DistillConfig:
     dropout: bool = True  # False trains the student with dropout off: faster fitting on little data
     freeze_embeddings: bool = False  # keep the token embeddings as they are (the teacher's, after pruning)
     windows: int = 1  # train on up to this many max_length-token windows of each long text, not its start only
+    window_stride: int = 0  # tokens between the starts of later windows; 0: one window length (no overlap)
     refit: bool = False  # least-squares repair of the pruned layers' output projections before training (refit.py)
     refit_texts: int = 128  # train texts the refit solves on
     log_every: int | None = None  # progress line every N steps; None: about 20 lines per run
@@ -141,7 +142,8 @@ def distill_config_from_dict(data: Any) -> DistillConfig:
     ints = {"batch_size": (1, "the texts per forward pass"), "grad_accum": (1, "the batches per optimizer step"),
             "max_length": (8, "the tokens kept per text"), "checkpoint_every": (0, "steps between checkpoints (0: none)"),
             "seed": (0, "the random seed"), "windows": (1, "the windows of max_length tokens used per text"),
-            "refit_texts": (1, "the texts the refit solves on")}
+            "refit_texts": (1, "the texts the refit solves on"),
+            "window_stride": (0, "the tokens between window starts (0: the window length)")}
     for name, (low, what) in ints.items():
         if name in data:
             v[name] = _int_at_least(name, data[name], low, what)

@@ -240,18 +240,22 @@ def _fit(row: torch.Tensor, dim: int, length: int) -> torch.Tensor:
     return out
 
 
-def later_windows(tokenizer, texts: list[str], max_length: int, windows: int) -> tuple[list[str], list[int]]:
+def later_windows(tokenizer, texts: list[str], max_length: int, windows: int,
+                  stride: int = 0) -> tuple[list[str], list[int]]:
     """Pieces 2..`windows` of each text, each about one `max_length`-token window, cut at token
     boundaries; and the index (into `texts`) each piece came from. The first window is the text
-    itself, truncated as at deployment. Needs a fast tokenizer (character offsets)."""
+    itself, truncated as at deployment. A `stride` shorter than the window starts a piece every
+    `stride` tokens over the same span (overlapping windows: more distinct training inputs from
+    the same texts). Needs a fast tokenizer (character offsets)."""
     if not getattr(tokenizer, "is_fast", False):
         raise RecipeError(f"distill.windows = {windows} needs a fast tokenizer (character offsets); "
                           f"{type(tokenizer).__name__} is not one: set windows = 1")
     body = max(1, max_length - tokenizer.num_special_tokens_to_add())
+    step = stride if 0 < stride else body
     encoded = tokenizer(texts, add_special_tokens=False, return_offsets_mapping=True)
     pieces, owners = [], []
     for index, (text, offsets) in enumerate(zip(texts, encoded["offset_mapping"])):
-        for start in range(body, min(len(offsets), windows * body), body):
+        for start in range(step, min(len(offsets), windows * body), step):
             end = min(start + body, len(offsets))
             piece = text[offsets[start][0]:offsets[end - 1][1]].strip()
             if piece:
@@ -336,7 +340,7 @@ def distill(
     texts_all, text_of = list(transfer.texts), list(range(len(transfer.texts)))
     if config.windows > 1:  # later windows of the train texts only: held-out texts stay whole and unseen
         extra, owners = later_windows(tokenizer, [transfer.texts[i] for i in train_idx], config.max_length,
-                                      config.windows)
+                                      config.windows, config.window_stride)
         train_idx = train_idx + list(range(len(texts_all), len(texts_all) + len(extra)))
         texts_all += extra
         text_of += [train_idx[o] for o in owners]
