@@ -165,7 +165,10 @@ def test_a_checkpoint_killed_mid_write_leaves_the_previous_one_whole(tmp_path, k
     optimizer = torch.optim.AdamW(model.parameters())
     meta, rng, _best = load_checkpoint(path, model, optimizer, torch.device("cpu"))
     step = meta["step"]
-    assert step in (kill_after, kill_after + 1)  # killed mid-write of kill_after + 1, or just after its rename
+    # Killed mid-write of kill_after + 1 as a rule; on a busy machine the writer can finish it,
+    # or even the next, between our seeing the write and the kill landing. Whichever step is
+    # latest must be whole.
+    assert step >= kill_after
     assert path.name == f"step-{step:07d}"
     assert all(torch.all(p == float(step)) for p in model.parameters())  # the whole of that step, nothing mixed
     # the next save (a resumed run) removes the unfinished write

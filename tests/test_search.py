@@ -170,3 +170,30 @@ def test_memo_reuses_the_teacher_and_the_pruned_student_across_schemes(tiny_bert
     assert second.final.name == "quantized" and second.manifest["stages"]["quantized"]
     assert load(tmp_path / "b").embed(["Shares rose."]).shape == (1, 32)
     assert load(tmp_path / "a").embed(["Shares rose."]).shape == (1, 32)
+
+
+def test_a_worker_waits_for_the_creator_to_write_the_whole_identity(tmp_path):
+    """Two workers starting at once: the one that loads the study while its creator is still
+    writing the identity waits for all of it instead of reading a half-written one as a
+    different search (seen in CI: 'study was started with recipe = None')."""
+    import threading
+
+    from edgegolf.search.study import IDENTITY_WRITTEN, open_storage, open_study
+
+    storage = open_storage(f"sqlite:///{tmp_path / 'race.db'}")
+    identity = {"source": "tiny", "recipe": {"quantize": {"scheme": "default"}}}
+    half = optuna.create_study(storage=storage, study_name="race", directions=["maximize", "minimize", "minimize"])
+    half.set_user_attr("source", "tiny")  # the creator got this far
+
+    def creator_finishes():
+        time.sleep(1.0)
+        half.set_user_attr("recipe", identity["recipe"])
+        half.set_user_attr(IDENTITY_WRITTEN, True)
+
+    writer = threading.Thread(target=creator_finishes)
+    writer.start()
+    study = open_study(storage, "race", optuna.samplers.RandomSampler(seed=0), identity, baseline={})
+    writer.join()
+    assert study.user_attrs["recipe"] == identity["recipe"]
+    with pytest.raises(Exception, match="was started with recipe"):  # a really different search is still refused
+        open_study(storage, "race", optuna.samplers.RandomSampler(seed=0), {**identity, "recipe": {}}, baseline={})

@@ -92,9 +92,13 @@ def open_study(storage, name: str, sampler, identity: dict[str, Any], baseline: 
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             study.set_metric_names(OBJECTIVE_NAMES)
         study.enqueue_trial(baseline, user_attrs={"baseline": True})
+        study.set_user_attr(IDENTITY_WRITTEN, True)  # last: other workers wait for it
     else:
-        stored = {key: study.user_attrs.get(key) for key in identity}
-        if not stored["source"] and not study.trials:  # its creator may be writing the attributes right now
+        stored = _stored_identity(study, list(identity))
+        if stored is None:  # its creator died before writing it all: this run's identity stands
+            for key, value in identity.items():
+                study.set_user_attr(key, value)
+            study.set_user_attr(IDENTITY_WRITTEN, True)
             return study
         for key, value in identity.items():
             if stored[key] != value:
@@ -102,6 +106,22 @@ def open_study(storage, name: str, sampler, identity: dict[str, Any], baseline: 
                 raise RecipeError(f"study {name!r} was started with {was}; this run asks for {now}: use the same "
                                   f"{key}, or another --study name (or -o)")
     return study
+
+
+IDENTITY_WRITTEN = "identity_written"
+
+
+def _stored_identity(study: optuna.Study, keys: list[str], wait_s: float = 60.0) -> dict[str, Any] | None:
+    """The identity the study's creator stored, once it has written all of it (it writes one
+    attribute at a time, then IDENTITY_WRITTEN); None if that never happens within `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        attrs = study.user_attrs  # read from the storage each time
+        if attrs.get(IDENTITY_WRITTEN):
+            return {key: attrs.get(key) for key in keys}
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)
 
 
 def _first_difference(old: Any, new: Any, path: str) -> tuple[str, str]:
