@@ -169,7 +169,10 @@ def search(
     mine: list[int] = []  # trials this process ran
     full: list[int] = []  # trials this process found surplus
 
+    asked: list[int] = []  # every trial this process was given
+
     def objective(trial: optuna.Trial):
+        asked.append(trial.number)
         trial.set_user_attr("worker", {"host": studies.HOST, "pid": os.getpid()})
         ahead = [t for t in study_.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
                  if t.number < trial.number]
@@ -233,7 +236,18 @@ def search(
                 log.warning("search time %s is spent: stopping with %d of %d trials done", time_limit, done, trials)
                 break
             before = studies.count(study_, TrialState.FAIL)
-            study_.optimize(objective, n_trials=1, catch=(EdgegolfError,))
+            try:
+                study_.optimize(objective, n_trials=1, catch=(EdgegolfError,))
+            except (ValueError, optuna.exceptions.UpdateFinishedTrialError) as exc:
+                # SQLite has no row locks: two workers can pop the same queued trial (the
+                # baseline, a retry; optuna/optuna#4621). The other worker recorded it first;
+                # this run of it is not counted, and its bundle is not this worker's to delete.
+                if not isinstance(exc, optuna.exceptions.UpdateFinishedTrialError) and "Cannot tell a" not in str(exc):
+                    raise
+                lost = asked[-1] if asked else None
+                if lost in mine:
+                    mine.remove(lost)
+                log.warning("trial %s was also run by another worker, which recorded it first", lost)
             if full:  # this worker's last ask came after the study filled up
                 break
             failures = failures + 1 if studies.count(study_, TrialState.FAIL) > before else 0
