@@ -286,3 +286,20 @@ def test_later_windows_of_long_train_texts_add_transfer_data(tokenizer, bbc):
     report = distill(teacher, student_of(teacher, tokenizer), tokenizer, "feature-extraction", config,
                      texts=bbc[0][:20])
     assert report.train_texts == 18 and report.eval_texts == 2 and report.train_windows == 18 * 3
+
+
+def test_window_stride_gives_overlapping_windows_over_the_same_span(tokenizer, bbc):
+    from edgegolf.compression.distill.config import distill_config_from_dict
+    from edgegolf.compression.distill.train import later_windows
+
+    text = bbc[0][0]
+    assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) > 3 * 14  # longer than the span
+    plain, _ = later_windows(tokenizer, [text], max_length=16, windows=3)
+    half, owners = later_windows(tokenizer, [text], max_length=16, windows=3, stride=7)
+    # window body 14 tokens (16 less [CLS]/[SEP]): starts 14, 28 without a stride; 7, 14, ..., 35 with 7
+    assert len(plain) == 2 and len(half) == 5 and owners == [0] * 5
+    assert half[1] == plain[0] and all(piece in text for piece in half)
+    assert all(len(tokenizer(piece)["input_ids"]) <= 16 for piece in half)
+    assert distill_config_from_dict({"steps": 1, "window_stride": 64}).window_stride == 64
+    with pytest.raises(RecipeError, match="window_stride"):
+        distill_config_from_dict({"steps": 1, "window_stride": -1})
