@@ -10,6 +10,7 @@ import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
+from edgegolf.compression.spec import spec_terms, spec_value
 from edgegolf.errors import RecipeError
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -192,29 +193,6 @@ def distill_config_from_dict(data: Any) -> DistillConfig:
 
 def parse_distill_spec(text: str) -> DistillConfig:
     """Parse the CLI form, e.g. "steps=600,data=bbc-news,lr=1e-4" (paths may not hold commas)."""
-    if not isinstance(text, str) or not text.strip():
-        raise RecipeError(f"distill spec {text!r} is empty; write terms like: {SPEC_FORM}")
-    table: dict[str, Any] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        key, sep, raw = (s.strip() for s in part.partition("="))
-        if not sep or not key or not raw:
-            raise RecipeError(f"distill spec term {part!r} is not key=value; write terms like: {SPEC_FORM}")
-        if key in table:
-            raise RecipeError(f"distill spec sets {key!r} twice; give each key once")
-        table[key] = raw if key in ("data", "column", "layer_map") else _spec_value(raw)
+    table: dict[str, Any] = {key: raw if key in ("data", "column", "layer_map") else spec_value(raw, none_word=True)
+                             for key, raw in spec_terms(text, "distill", SPEC_FORM).items()}
     return distill_config_from_dict(table)
-
-
-def _spec_value(raw: str) -> Any:
-    if raw.lower() in ("true", "false"):
-        return raw.lower() == "true"
-    if raw.lower() == "none":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(raw)
-        except ValueError:
-            pass
-    return raw

@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from edgegolf.compression.spec import spec_terms, spec_value
 from edgegolf.errors import RecipeError
 
 LAYER_SELECTIONS = ("even", "importance")
@@ -153,29 +154,7 @@ def _corpus_path(value: Any, base_dir: Path | None) -> Path:
 
 def parse_prune_spec(text: str, *, base_dir: Path | None = None) -> PruneConfig:
     """Parse the CLI form, e.g. "layers=3,heads=0.5,ffn=0.5,vocab=corpus.txt" (paths may not hold commas)."""
-    if not isinstance(text, str) or not text.strip():
-        raise RecipeError(f"prune spec {text!r} is empty; write terms like: {SPEC_FORM}")
-    table: dict[str, Any] = {}
-    for part in (p.strip() for p in text.split(",")):
-        if not part:
-            continue
-        key, sep, raw = (s.strip() for s in part.partition("="))
-        if not sep or not key or not raw:
-            raise RecipeError(f"prune spec term {part!r} is not key=value; write terms like: {SPEC_FORM}")
-        if key in table:
-            raise RecipeError(f"prune spec sets {key!r} twice; give each key once")
-        table[key] = _spec_value(raw)
+    table: dict[str, Any] = {key: spec_value(raw) for key, raw in spec_terms(text, "prune", SPEC_FORM).items()}
     if "vocab" in table:
         table["vocab"] = str(table["vocab"])  # a corpus name such as "2024" stays a path
     return prune_config_from_dict(table, base_dir=base_dir)
-
-
-def _spec_value(raw: str) -> Any:
-    if raw.lower() in ("true", "false"):
-        return raw.lower() == "true"
-    for kind in (int, float):
-        try:
-            return kind(raw)
-        except ValueError:
-            pass
-    return raw
