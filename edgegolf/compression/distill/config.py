@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from typing import Any
 
-from edgegolf.compression.spec import spec_terms, spec_value
+from edgegolf.compression.spec import choice_field, number_field, spec_terms, spec_value
 from edgegolf.errors import RecipeError
 
 SCHEDULES = ("linear", "cosine", "constant")
@@ -78,16 +79,8 @@ class DistillConfig:
         return self.eval_every
 
 
-def _number(name: str, value: Any, kind: type, rule: str) -> Any:
-    if isinstance(value, bool):
-        raise RecipeError(f"distill.{name} = {value!r} is not a number; {rule}")
-    if kind is int and isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if kind is float and isinstance(value, int):
-        value = float(value)
-    if not isinstance(value, kind):
-        raise RecipeError(f"distill.{name} = {value!r} is not a{'n integer' if kind is int else ' number'}; {rule}")
-    return value
+_number = partial(number_field, "distill")
+_choice = partial(choice_field, "distill")
 
 
 def _int_at_least(name: str, value: Any, low: int, what: str) -> int:
@@ -104,12 +97,6 @@ def _float_in(name: str, value: Any, low: float, high: float | None, what: str, 
     value = _number(name, value, float, rule)
     if not math.isfinite(value) or (value <= low if open_low else value < low) or (high is not None and value > high):
         raise RecipeError(f"distill.{name} = {value!r} is out of range; {rule}")
-    return value
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise RecipeError(f"distill.{name} = {value!r} is not accepted; choose one of: {', '.join(choices)}")
     return value
 
 

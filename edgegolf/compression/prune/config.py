@@ -7,10 +7,11 @@ with the same one-line messages (field, value, what would be accepted).
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from edgegolf.compression.spec import spec_terms, spec_value
+from edgegolf.compression.spec import choice_field, number_field, spec_terms, spec_value
 from edgegolf.errors import RecipeError
 
 LAYER_SELECTIONS = ("even", "importance")
@@ -64,16 +65,8 @@ class PruneConfig:
         return out
 
 
-def _number(name: str, value: Any, kind: type, rule: str) -> Any:
-    if isinstance(value, bool):
-        raise RecipeError(f"prune.{name} = {value!r} is not a number; {rule}")
-    if kind is int and isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if kind is float and isinstance(value, int):
-        value = float(value)
-    if not isinstance(value, kind):
-        raise RecipeError(f"prune.{name} = {value!r} is not a{'n integer' if kind is int else ' number'}; {rule}")
-    return value
+_number = partial(number_field, "prune")
+_choice = partial(choice_field, "prune")
 
 
 def _fraction_kept(name: str, value: Any, what: str) -> float:
@@ -81,12 +74,6 @@ def _fraction_kept(name: str, value: Any, what: str) -> float:
     value = _number(name, value, float, rule)
     if not 0.0 < value <= 1.0:
         raise RecipeError(f"prune.{name} = {value!r} is out of range; {rule}")
-    return value
-
-
-def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise RecipeError(f"prune.{name} = {value!r} is not accepted; choose one of: {', '.join(choices)}")
     return value
 
 
