@@ -47,7 +47,8 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                         url, engine_kwargs=kwargs, heartbeat_interval=30, grace_period=120,
                         heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
             except Exception as exc:  # two workers creating the tables at once: the second sees them half made
-                if attempt == 4 or "already exists" not in str(exc):
+                racing = ("already exists", "UNIQUE constraint failed: alembic_version")  # tables; schema version row
+                if attempt == 4 or not any(words in str(exc) for words in racing):
                     raise
                 time.sleep(0.5 + attempt)
     except ImportError as exc:
