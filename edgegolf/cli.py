@@ -165,11 +165,13 @@ def distill_command(
     given = {key: value for key, value in (("data", data), ("column", column)) if value is not None}
     config = distill_config_from_dict({**parse_distill_spec(spec).to_dict(), **given})  # a path may hold commas
     _pipeline()  # the same dependencies as compress
+    from edgegolf.compression.distill.parallel import is_main_process
     from edgegolf.compression.distill.stage import distill_folder
 
     report = distill_folder(teacher, student, output, config, task=task, checkpoint_dir=checkpoint_dir,
                             resume=resume, force=force)
-    print(f"{report.summary()}; written to {output}/ (distill_report.json has the loss history)")
+    if is_main_process():
+        print(f"{report.summary()}; written to {output}/ (distill_report.json has the loss history)")
 
 
 @app.command("verify")

@@ -335,6 +335,12 @@ def compress(
     quant = quant_config(recipe_.quantize)
     if recipe_.distill and not recipe_.prune:
         raise RecipeError("distill needs a smaller student: add a [prune] section (or --prune) to make one")
+    from edgegolf.compression.distill.parallel import launched_processes
+
+    if launched_processes() > 1:  # every process would export, measure and write the same bundle
+        raise RecipeError(f"compress runs as one process, but it was launched as {launched_processes()}; distill on "
+                          "several with `accelerate launch -m edgegolf distill TEACHER STUDENT ...`, then compress "
+                          "the distilled folder in one process")
     if recipe_.export.exporter == "optimum":
         from edgegolf.export.optimum import require_optimum
 

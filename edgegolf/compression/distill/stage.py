@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from edgegolf.compression.distill.config import DistillConfig
+from edgegolf.compression.distill.parallel import is_main_process
 from edgegolf.compression.distill.train import DistillReport, distill
 from edgegolf.compression.distill.transfer import TransferData, exclude_test, load_transfer
 from edgegolf.data import Split
@@ -114,6 +115,8 @@ def distill_folder(teacher_dir: str | Path, student_dir: str | Path, out_dir: st
         teacher_tokenizer = None  # one tokenization feeds both (and hidden states can be matched)
     report = distill(teacher, student, tokenizer, adapter, config, data=data, checkpoint_dir=checkpoints,
                      resume=resume, teacher_tokenizer=teacher_tokenizer)
+    if not is_main_process():  # launched as several processes: each holds the same student; one writes it
+        return report
 
     out.parent.mkdir(parents=True, exist_ok=True)
     staging = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"

@@ -1,7 +1,8 @@
 """`distill`: train a student to reproduce its teacher's outputs on transfer texts.
 
-Single process for now: one device (a GPU when present, else the CPU). Multi-GPU and
-multi-node training through accelerate is not supported yet.
+One process trains on one device (a GPU when present, else the CPU); launched as several
+processes by accelerate (or torchrun), each trains on its own slice of every step's batch and
+the gradients are averaged across them (parallel.py): multi-GPU and multi-node.
 
 The loop: AdamW, linear warm-up then linear or cosine decay, gradient accumulation, bf16 or
 fp16 autocast on GPU (fp32 on CPU unless asked), gradient clipping at norm 1. The data order
@@ -34,6 +35,7 @@ from edgegolf.compression.distill.checkpoint import (
 )
 from edgegolf.compression.distill.config import DistillConfig
 from edgegolf.compression.distill.losses import SEQUENCE_DIMS
+from edgegolf.compression.distill.parallel import Processes
 from edgegolf.compression.distill.transfer import (
     TransferData,
     exclude_test,
@@ -63,10 +65,11 @@ class DistillReport:
     device: str
     precision: str
     layer_map: list[int] | None
+    processes: int = 1  # data-parallel processes; a step sees batch_size x grad_accum x processes texts
     steps_run: int = 0  # optimizer steps done, counting those before a resume
     seconds: float = 0.0  # wall time of this call
     cpu_seconds: float = 0.0  # process CPU time of this call (all threads)
-    tokens: int = 0  # real (non-padding) tokens the student trained on in this call
+    tokens: int = 0  # real (non-padding) tokens the student trained on in this call, all processes together
     tokens_per_s: float = 0.0
     loss_first: float | None = None
     loss_last: float | None = None
@@ -98,7 +101,8 @@ class DistillReport:
         """One line for the stage table's notes."""
         first, last = self.loss_first, self.loss_last
         loss = f"loss {first:.4f} -> {last:.4f}" if first is not None and last is not None else "no steps"
-        return (f"distilled {self.steps_run} steps on {self.data['texts']} texts of {self.data['source']}, {loss}, "
+        across = f" across {self.processes} processes" if self.processes > 1 else ""
+        return (f"distilled {self.steps_run} steps{across} on {self.data['texts']} texts of {self.data['source']}, {loss}, "
                 f"{self.seconds:.0f} s ({self.cpu_seconds:.0f} s CPU), {self.tokens_per_s:.0f} tok/s")
 
 
@@ -229,6 +233,11 @@ class _TargetCache:
             self.items[index] = item
 
 
+def _rank_key(key: str, rank: int) -> str:
+    """A checkpoint's name for process `rank`'s generator state (the first process's has no suffix)."""
+    return f"{key}.{rank}" if rank else key
+
+
 def _fit(row: torch.Tensor, dim: int, length: int) -> torch.Tensor:
     """`row` cut or zero-padded to `length` along `dim`."""
     if row.shape[dim] >= length:
@@ -329,6 +338,8 @@ def distill(
     adapter = get_task(task) if isinstance(task, str) else task
     transfer = _resolve_data(config, texts, labels, data, split)
     device, precision = _device_and_precision(config)
+    processes = Processes.current(device.type)
+    device = processes.device or device  # several processes: each on its own GPU
     student_layers, teacher_layers = _resolve_layer_map(teacher, student, config)
     if adapter.name == "feature-extraction":
         s_width, t_width = getattr(student.config, "hidden_size", None), getattr(teacher.config, "hidden_size", None)
@@ -357,11 +368,11 @@ def distill(
         label_ids = adapter.distill_label_ids(student.config, transfer.labels)
         label_ids = [label_ids[t] for t in text_of] if label_ids is not None else None  # a window has its text's label
     report = DistillReport(task=adapter.name, config=config, data=transfer.record(), train_texts=train_texts,
-                           train_windows=len(train_idx),
-                           eval_texts=len(eval_idx), device=str(device), precision=precision, layer_map=teacher_layers)
-    log.info("distilling %s on %d texts (%d windows; %d texts held out) from %s, %d steps of %d x %d, %s %s",
-             adapter.name, train_texts, len(train_idx), len(eval_idx), transfer.source, config.steps, config.batch_size, config.grad_accum,
-             device, precision)
+                           train_windows=len(train_idx), eval_texts=len(eval_idx), device=str(device),
+                           precision=precision, layer_map=teacher_layers, processes=processes.count)
+    log.info("distilling %s on %d texts (%d windows; %d texts held out) from %s, %d steps of %d x %d x %d "
+             "process(es), %s %s", adapter.name, train_texts, len(train_idx), len(eval_idx), transfer.source,
+             config.steps, config.batch_size, config.grad_accum, processes.count, device, precision)
 
     homes = (next(teacher.parameters()).device, next(student.parameters()).device)
     teacher_was_training = teacher.training
@@ -370,7 +381,7 @@ def distill(
     frozen = _freeze_embeddings(student) if config.freeze_embeddings else []
     try:
         _Loop(adapter, teacher, student, batches, config, device, precision, student_layers, teacher_layers,
-              train_idx, eval_idx, label_ids, report).run(checkpoint_dir, resume)
+              train_idx, eval_idx, label_ids, report, processes).run(checkpoint_dir, resume)
     finally:
         for parameter in frozen:
             parameter.requires_grad_(True)
@@ -404,8 +415,11 @@ class _Bar:
 
 class _Loop:
     def __init__(self, adapter, teacher, student, batches: _Batches, config: DistillConfig, device, precision,
-                 student_layers, teacher_layers, train_idx, eval_idx, label_ids, report: DistillReport):
+                 student_layers, teacher_layers, train_idx, eval_idx, label_ids, report: DistillReport,
+                 processes: Processes):
         self.adapter, self.teacher, self.student, self.batches = adapter, teacher, student, batches
+        self.processes = processes
+        self.trained = student  # what training steps run through: the student, or its DDP wrapper (run())
         self.config, self.device, self.precision = config, device, precision
         self.student_layers, self.teacher_layers = student_layers, teacher_layers
         self.train_idx, self.eval_idx, self.label_ids, self.report = train_idx, eval_idx, label_ids, report
@@ -453,28 +467,33 @@ class _Loop:
             return None
         return torch.tensor([self.label_ids[i] for i in indices], device=self.device)
 
-    def loss_on(self, indices: list[int], cache) -> tuple[torch.Tensor, dict[str, float], int]:
+    def loss_on(self, indices: list[int], cache, model=None) -> tuple[torch.Tensor, dict[str, float], int]:
         batch = self.batches.collate(indices, self.device)
         teacher_batch = self.batches.teacher.collate(indices, self.device) if self.batches.teacher else batch
         target = self.teacher_view(indices, teacher_batch, cache)
         with self.autocast():
-            view = self.forward(self.student, batch, self.student_layers)
+            view = self.forward(model or self.student, batch, self.student_layers)
         loss, parts = self.adapter.distill_loss(view, target, batch["attention_mask"], self.config,
                                                 self.labels_for(indices))
         return loss, parts, int(batch["attention_mask"].sum())
 
     # --- evaluation ---------------------------------------------------------------------
     def evaluate(self, step: int) -> dict[str, float]:
+        """The held-out loss; with several processes each scores its share and the sums are
+        combined, so every process gets the same record (and stops early at the same step)."""
         self.student.eval()
         totals: dict[str, float] = {}
+        mine = self.eval_idx[self.processes.rank::self.processes.count]
         with torch.no_grad():
-            for start in range(0, len(self.eval_idx), self.config.batch_size):
-                indices = self.eval_idx[start:start + self.config.batch_size]
+            for start in range(0, len(mine), self.config.batch_size):
+                indices = mine[start:start + self.config.batch_size]
                 loss, parts, _ = self.loss_on(indices, self.eval_cache)
                 for key, value in {"loss": float(loss), **parts}.items():
                     totals[key] = totals.get(key, 0.0) + value * len(indices)
         self.student.train(self.config.dropout)
-        record = {"step": step, **{k: v / len(self.eval_idx) for k, v in totals.items()}}
+        keys = list(dict.fromkeys(k for names in self.processes.gather(list(totals)) for k in names))
+        sums = self.processes.sum([totals.get(k, 0.0) for k in keys])
+        record = {"step": step, **{k: v / len(self.eval_idx) for k, v in zip(keys, sums)}}
         self.report.eval_history.append(record)
         log.info("distill eval at step %d: %s", step, ", ".join(f"{k} {v:.4f}" for k, v in record.items() if k != "step"))
         return record
@@ -494,18 +513,25 @@ class _Loop:
         return {"config": self.config.to_dict(), "data_sha256": self.report.data["sha256"],
                 "loss_history": [list(p) for p in self.report.loss_history], "eval_history": self.report.eval_history,
                 "loss_first": self.report.loss_first, "best_loss": self.best_loss, "best_step": self.best_step,
-                "bad_evals": self.bad_evals, "stopped_early": self.report.stopped_early}
+                "bad_evals": self.bad_evals, "stopped_early": self.report.stopped_early,
+                "processes": self.processes.count}
 
     def rng(self) -> dict[str, torch.Tensor]:
-        out = {"torch": torch.get_rng_state()}
+        """Every process's generator states (dropout): "torch" for the first, "torch.N" for process N."""
+        mine = {"torch": torch.get_rng_state()}
         if self.device.type == "cuda":
-            out["cuda"] = torch.cuda.get_rng_state(self.device)
-        return out
+            mine["cuda"] = torch.cuda.get_rng_state(self.device)
+        return {_rank_key(key, rank): value for rank, states in enumerate(self.processes.gather(mine))
+                for key, value in states.items()}
 
     def save(self, folder: Path, step: int) -> None:
-        save_checkpoint(folder, step, self.student, self.optimizer, self.state(step), self.rng(), self.best_state,
-                        self.scaler.state_dict() if self.scaler else None)
-        log.info("distill checkpoint at step %d in %s", step, folder)
+        """Every process takes part (the generator states are gathered); the first one writes."""
+        rng = self.rng()
+        if self.processes.main:
+            save_checkpoint(folder, step, self.student, self.optimizer, self.state(step), rng, self.best_state,
+                            self.scaler.state_dict() if self.scaler else None)
+            log.info("distill checkpoint at step %d in %s", step, folder)
+        self.processes.barrier()  # no process resumes from, or deletes, a half-written checkpoint
 
     def restore(self, folder: Path) -> int:
         path = latest_checkpoint(folder)
@@ -524,9 +550,15 @@ class _Loop:
             raise DataError(f"checkpoint {str(path)!r} was trained on other transfer texts (sha256 "
                             f"{state['data_sha256'][:12]}..., now {self.report.data['sha256'][:12]}...); resume with "
                             "the same data or use another checkpoint folder")
-        torch.set_rng_state(rng["torch"])
-        if "cuda" in rng and self.device.type == "cuda":
-            torch.cuda.set_rng_state(rng["cuda"], self.device)
+        written_by = state.get("processes", 1)
+        if written_by != self.processes.count:
+            raise RecipeError(f"checkpoint {str(path)!r} was written by {written_by} training process(es), and this "
+                              f"run has {self.processes.count}; resume with {written_by} (accelerate launch "
+                              f"--num_processes {written_by}) or use another checkpoint folder")
+        rank = self.processes.rank
+        torch.set_rng_state(rng[_rank_key("torch", rank)])
+        if _rank_key("cuda", rank) in rng and self.device.type == "cuda":
+            torch.cuda.set_rng_state(rng[_rank_key("cuda", rank)], self.device)
         if self.scaler is not None and meta.get("scaler"):
             self.scaler.load_state_dict(meta["scaler"])
         self.report.loss_history = [tuple(p) for p in state["loss_history"]]
@@ -544,18 +576,23 @@ class _Loop:
         config = self.config
         for group in self.optimizer.param_groups:
             group["lr"] = config.lr * lr_factor(step, config)
-        micro = config.batch_size
-        position = step * micro * config.grad_accum
+        micro, count, rank = config.batch_size, self.processes.count, self.processes.rank
+        position = step * micro * config.grad_accum * count  # the stream is shared: process r takes every r-th slice
         total, tokens, parts_sum = 0.0, 0, {}
         for k in range(config.grad_accum):
-            indices = self.batches.stream(self.train_idx, position + k * micro, micro)
-            loss, parts, n_tokens = self.loss_on(indices, self.cache)
-            loss = loss / config.grad_accum
-            (self.scaler.scale(loss) if self.scaler else loss).backward()
+            indices = self.batches.stream(self.train_idx, position + (k * count + rank) * micro, micro)
+            with self.processes.no_sync(self.trained, last_micro_step=k == config.grad_accum - 1):
+                loss, parts, n_tokens = self.loss_on(indices, self.cache, self.trained)
+                loss = loss / config.grad_accum
+                (self.scaler.scale(loss) if self.scaler else loss).backward()
             total += float(loss.detach())
             tokens += n_tokens
             for key, value in parts.items():
                 parts_sum[key] = parts_sum.get(key, 0.0) + value / config.grad_accum
+        if count > 1:  # report the step's loss over the whole batch, not this process's share
+            total, tokens, *values = self.processes.sum([total, tokens, *parts_sum.values()])
+            total, tokens = total / count, int(tokens)
+            parts_sum = {key: value / count for key, value in zip(parts_sum, values)}
         if self.scaler:
             self.scaler.unscale_(self.optimizer)
         torch.nn.utils.clip_grad_norm_(self.student.parameters(), MAX_GRAD_NORM)
@@ -614,9 +651,10 @@ class _Loop:
 
     def run(self, checkpoint_dir: Path | None, resume: bool) -> None:
         config, report = self.config, self.report
-        torch.manual_seed(config.seed)  # dropout draws from the global generator
+        seed = config.seed + self.processes.rank  # dropout draws from the global generator; its own per process
+        torch.manual_seed(seed)
         if self.device.type == "cuda":
-            torch.cuda.manual_seed(config.seed)
+            torch.cuda.manual_seed(seed)
         start_step = self.restore(Path(checkpoint_dir)) if resume and checkpoint_dir is not None else 0
         if resume and checkpoint_dir is None:
             raise RecipeError("distill resume=True needs a checkpoint_dir to resume from; pass one")
@@ -630,10 +668,12 @@ class _Loop:
         self.student.train(config.dropout)  # dropout off: eval mode, gradients still flow
         step = start_step
         bar = _Bar(config.steps, start_step)
+        self.trained = self.processes.wrap(self.student)  # after refit and resume: every process starts equal
         try:
             step = self.train_steps(step, checkpoint_dir, every_eval, every_log, bar)
         finally:
             bar.close()
+            self.trained = self.student  # drops the DDP wrapper and its gradient hooks
         report.steps_run = step
         report.seconds = time.perf_counter() - wall
         report.cpu_seconds = time.process_time() - cpu
