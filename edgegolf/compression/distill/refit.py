@@ -35,16 +35,25 @@ def _bert_layers(model) -> list[Any] | None:
     return list(layers)
 
 
+class _AllCaptured(Exception):
+    """Raised by the last capture hook: the rest of the forward pass is not needed."""
+
+
 def _capture_all(modules: list, run) -> list[tuple[torch.Tensor, ...]]:
-    """The positional inputs each of `modules` gets during one `run()`."""
+    """The positional inputs each of `modules` gets during one `run()`, which stops as soon as
+    all are seen (capturing layer 0's inputs costs a third of a 3-layer forward pass, not all of it)."""
     seen: dict[int, tuple] = {}
     handles = []
     for number, module in enumerate(modules):
         def hook(_, args, kwargs, number=number):
             seen.setdefault(number, tuple(args) + tuple(kwargs.values()))
+            if len(seen) == len(modules):
+                raise _AllCaptured
         handles.append(module.register_forward_pre_hook(hook, with_kwargs=True))
     try:
         run()
+    except _AllCaptured:
+        pass
     finally:
         for handle in handles:
             handle.remove()
