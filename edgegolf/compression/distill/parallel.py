@@ -6,7 +6,7 @@ step's batch; DistributedDataParallel averages the gradients, so the student sta
 everywhere and a step sees batch_size x grad_accum x processes texts. Without a launcher (one
 process) nothing here imports accelerate or torch.distributed.
 
-    accelerate launch --num_processes 4 -m edgegolf distill TEACHER STUDENT --data ... -o OUT
+    accelerate launch --multi_gpu --num_processes 4 -m edgegolf distill TEACHER STUDENT --data ... -o OUT
 """
 
 from __future__ import annotations
