@@ -62,6 +62,17 @@ def tiny_classifier(tmp_path_factory) -> Path:
     return save_tiny_bert(tmp_path_factory.mktemp("tiny-classifier"), classifier=True)
 
 
+@pytest.fixture(scope="session")
+def pruned_folder(tiny_bert, tmp_path_factory) -> Path:
+    """tiny_bert pruned to layers=1,heads=0.5,ffn=0.5 as `edgegolf prune` writes it: a distillation student."""
+    from edgegolf.compression.distill.transfer import default_split
+    from edgegolf.compression.prune import parse_prune_spec, prune_folder
+
+    out = tmp_path_factory.mktemp("pruned") / "student"
+    prune_folder(tiny_bert, out, parse_prune_spec("layers=1,heads=0.5,ffn=0.5"), list(default_split().train.texts[:8]))
+    return out
+
+
 # A quick recipe for tests: a small stratified evaluation subset and short latency runs.
 QUICK = {
     "evaluate": {"limit": 60, "calibration_size": 8},

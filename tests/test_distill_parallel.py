@@ -6,7 +6,6 @@ real BERT and its pruned student, the data real BBC News text."""
 from __future__ import annotations
 
 import json
-import logging
 import os
 import socket
 import subprocess
@@ -17,23 +16,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import run_cli, run_cli_interrupted_after_checkpoint
 
 pytest.importorskip("accelerate")
 
 # dropout off and no hidden-state term: then one process with batch 8 and two with batch 4 each
 # take the same gradient (the hidden-state MSE averages over each process's tokens, not the batch's)
 SPEC = "steps=6,lr=1e-3,max_length=32,eval_every=2,hidden_weight=0,dropout=false,seed=3"
-
-
-@pytest.fixture(scope="module")
-def pruned_folder(tiny_bert, tmp_path_factory):
-    from edgegolf.compression.distill.transfer import default_split
-    from edgegolf.compression.prune import parse_prune_spec, prune_folder
-
-    out = tmp_path_factory.mktemp("pruned") / "student"
-    prune_folder(tiny_bert, out, parse_prune_spec("layers=1,heads=0.5,ffn=0.5"), list(default_split().train.texts[:8]))
-    return out
 
 
 def free_port() -> int:
@@ -77,25 +66,12 @@ def test_two_processes_train_the_student_one_process_trains_on_their_combined_ba
     assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]  # no partial folder, checkpoints removed
 
 
-class _InterruptAfterCheckpoint(logging.Handler):
-    def emit(self, record):
-        if record.getMessage().startswith("distill checkpoint at step 3 "):
-            raise KeyboardInterrupt
-
-
 def test_a_checkpoint_resumes_only_with_the_number_of_processes_that_wrote_it(tiny_bert, pruned_folder, tmp_path,
                                                                               capsys):
     spec = SPEC + ",batch_size=4,checkpoint_every=3"
     out = tmp_path / "out"
-    logger = logging.getLogger("edgegolf.compression.distill.train")
-    handler, level = _InterruptAfterCheckpoint(), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        code, _, _ = run_cli(["distill", tiny_bert, pruned_folder, "-o", out, "--spec", spec], capsys)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+    code, _, _ = run_cli_interrupted_after_checkpoint(["distill", tiny_bert, pruned_folder, "-o", out, "--spec", spec],
+                                                      3, capsys)
     assert code != 0 and (tmp_path / "out.checkpoints" / "latest.json").exists()
     result = launch(2, ["distill", tiny_bert, pruned_folder, "-o", out, "--spec", spec, "--resume"], tmp_path)
     assert result.returncode != 0, result.stderr[-3000:]  # the launcher says 1 when a process fails

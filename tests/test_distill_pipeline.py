@@ -4,7 +4,6 @@ command (`edgegolf distill`), end to end on the tiny real model of conftest."""
 from __future__ import annotations
 
 import json
-import logging
 
 import pytest
 import torch
@@ -12,19 +11,9 @@ from safetensors.torch import load_file
 
 from edgegolf.compression.distill.transfer import default_split
 from edgegolf.pipeline import build_recipe
-from tests.cli_helpers import run_cli
+from tests.cli_helpers import run_cli, run_cli_interrupted_after_checkpoint
 
 SPEC = "steps=6,batch_size=8,lr=1e-3,max_length=32,eval_every=0,hidden_weight=1"
-
-
-@pytest.fixture(scope="module")
-def pruned_folder(tiny_bert, tmp_path_factory):
-    from edgegolf.compression.prune import parse_prune_spec, prune_folder
-
-    out = tmp_path_factory.mktemp("pruned") / "student"
-    texts = list(default_split().train.texts[:8])
-    prune_folder(tiny_bert, out, parse_prune_spec("layers=1,heads=0.5,ffn=0.5"), texts)
-    return out
 
 
 def test_compress_with_prune_and_distill_records_the_stage_and_its_data(tiny_bert, tmp_path, capsys):
@@ -86,31 +75,12 @@ def test_distill_command_writes_a_model_folder(tiny_bert, pruned_folder, tmp_pat
     assert code == 2 and "already exists" in stderr
 
 
-class _InterruptAfterCheckpoint(logging.Handler):
-    """Stops a run right after its checkpoint at `step`, as Ctrl-C would."""
-
-    def __init__(self, step: int):
-        super().__init__()
-        self.step = step
-
-    def emit(self, record):
-        if record.getMessage().startswith(f"distill checkpoint at step {self.step} "):
-            raise KeyboardInterrupt
-
-
 def test_distill_command_resumes_to_the_uninterrupted_result(tiny_bert, pruned_folder, tmp_path, capsys):
     spec = SPEC + ",checkpoint_every=3"
     whole, resumed = tmp_path / "whole", tmp_path / "resumed"
     assert run_cli(["distill", tiny_bert, pruned_folder, "-o", whole, "--spec", spec], capsys)[0] == 0
-    logger = logging.getLogger("edgegolf.compression.distill.train")
-    handler, level = _InterruptAfterCheckpoint(3), logger.level
-    logger.addHandler(handler)
-    logger.setLevel(logging.INFO)
-    try:
-        code, _, stderr = run_cli(["distill", tiny_bert, pruned_folder, "-o", resumed, "--spec", spec], capsys)
-    finally:
-        logger.removeHandler(handler)
-        logger.setLevel(level)
+    code, _, stderr = run_cli_interrupted_after_checkpoint(["distill", tiny_bert, pruned_folder, "-o", resumed,
+                                                            "--spec", spec], 3, capsys)
     assert code != 0 and not resumed.exists()
     assert (tmp_path / "resumed.checkpoints" / "latest.json").exists()
     code, stdout, stderr = run_cli(["distill", tiny_bert, pruned_folder, "-o", resumed, "--spec", spec, "--resume"],
