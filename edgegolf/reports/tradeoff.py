@@ -171,6 +171,15 @@ def _panel(points: Sequence[Point], limits: Limits, quality: Quality, y: Axis, i
                    f'fill-opacity="{0.85 if p.front else 0.45}"{stroke}><title>{escape(p.detail or p.label)}</title>'
                    '</circle>')
     labels = _Labels(left, top, right, bottom, [(x.px(value_of[p]), y.px(p.quality)) for p in points])
+    for p in points:
+        if p.chosen:  # its ring is wider than the point
+            cx, cy = x.px(value_of[p]), y.px(p.quality)
+            labels.taken.append((cx - 13, cy - 13, cx + 13, cy + 13))
+    if limit is not None and x.limit_shown:  # the limit lines' own labels
+        labels.taken.append((x.px(limit) + 2, top, x.px(limit) + 110, top + 16))
+    if limits.quality is not None and y.limit_shown:
+        text = limits.quality_text or _fmt(limits.quality)
+        labels.taken.append((right - 4 - 6.4 * len(text), y.px(limits.quality) - 16, right, y.px(limits.quality)))
     for p in (p for p in points if p.kind != TRIAL):
         cx, cy = x.px(value_of[p]), y.px(p.quality)
         fill = "#ffffff" if p.kind == REFERENCE else COLORS[p.kind]
