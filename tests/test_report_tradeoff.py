@@ -200,3 +200,26 @@ def test_a_search_bundle_report_draws_its_trials_beside_its_stages(compressed):
     assert "quantized" in render_markdown(document)
     assert table_columns(bundle_view(manifest)["stages"])[0] == "stage"
     assert len(stage_rows(bundle_view(manifest)["stages"])) == len(compressed.stages)
+
+
+def test_a_real_search_writes_its_front_page_and_its_bundle_reports_every_trial(tiny_bert, tmp_path, capsys):
+    pytest.importorskip("optuna")
+    recipe = tmp_path / "quick.toml"
+    recipe.write_text('[optimize]\nmode = "off"\n[evaluate]\nlimit = 40\ncalibration_size = 4\n'
+                      "[bench]\nruns = 5\nwarmup = 1\nmax_seconds = 0.3\n", encoding="utf-8")
+    out = tmp_path / "out"
+    code, stdout, stderr = run_cli(["search", tiny_bert, "--budget", "size<=50MB,drop<=100", "--trials", "2",
+                                    "--recipe", recipe, "-o", out], capsys)
+    assert code == 0, stderr
+    manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
+    points = manifest["search"]["points"]
+    assert len(points) == manifest["search"]["completed_trials"] == 2
+    assert {p["number"] for p in points if p["front"]} == set(manifest["search"]["front"])
+    page = (tmp_path / "out.search" / "front.html").read_text(encoding="utf-8")
+    (svg,) = tradeoff_svgs(page)
+    _check_points(svg, {f"trial {p['number']}" + (" (chosen)" if p["number"] == manifest["search"]["trial"] else "")
+                        for p in points})
+    code, stdout, stderr = run_cli(["report", out, "--html", tmp_path / "r.html"], capsys)
+    assert code == 0, stderr
+    (svg,) = tradeoff_svgs((tmp_path / "r.html").read_text(encoding="utf-8"))
+    _check_points(svg, set(manifest["stages"]) | {f"trial {p['number']}" for p in points})
