@@ -15,7 +15,7 @@ __all__ = ["COLUMNS", "METRIC_COLUMNS", "manifest_of", "markdown_report", "measu
            "stage_rows", "table_columns"]
 
 
-def manifest_of(result: "CompressResult") -> dict[str, Any]:
+def manifest_of(result: CompressResult) -> dict[str, Any]:
     """The result's manifest; before the bundle is committed (result.manifest still empty),
     the fields the report reads, built from the result the same way the manifest is."""
     if result.manifest.get("stages"):
@@ -28,24 +28,24 @@ def manifest_of(result: "CompressResult") -> dict[str, Any]:
     }
 
 
-def markdown_report(result: "CompressResult") -> str:
+def markdown_report(result: CompressResult) -> str:
     """report.md: a thin wrapper; edgegolf.reports.markdown_from_manifest is the renderer."""
     return markdown_from_manifest(manifest_of(result))
 
 
-def table_columns(result: "CompressResult") -> list[str]:
+def table_columns(result: CompressResult) -> list[str]:
     from edgegolf.reports.stages import table_columns as columns
 
     return columns(bundle_view(manifest_of(result))["stages"])
 
 
-def stage_rows(result: "CompressResult") -> list[list[str]]:
+def stage_rows(result: CompressResult) -> list[list[str]]:
     from edgegolf.reports.stages import stage_rows as rows
 
     return rows(bundle_view(manifest_of(result))["stages"])
 
 
-def measured_conditions(result: "CompressResult") -> str:
+def measured_conditions(result: CompressResult) -> str:
     return bundle_view(manifest_of(result))["conditions"]
 
 

@@ -65,7 +65,7 @@ class Panel:
 
 def tradeoff_svgs(text: str) -> list[ET.Element]:
     """Every trade-off <svg> in an HTML page or an .svg file, parsed, namespaces dropped."""
-    found = re.findall(r"<svg[^>]*class=\"plot tradeoff\".*?</svg>", text, flags=re.S)
+    found = re.findall(r"<svg[^>]*class=\"plot tradeoff\".*?</svg>", text, flags=re.DOTALL)
     roots = []
     for svg in found:
         root = ET.fromstring(svg)

@@ -27,7 +27,7 @@ BUDGET = {"p50_ms": 2.5, "size_mb": 8.0, "max_accuracy_drop": 0.5}
 def _chromium(tmp_path: Path, *args: str) -> subprocess.CompletedProcess:
     profile = tmp_path / "chromium-profile"  # its own profile: no state shared with other runs
     return subprocess.run([CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={profile}",
-                           *args], capture_output=True, text=True, timeout=180)
+                           *args], capture_output=True, text=True, timeout=180, check=False)
 
 
 def screenshot(page: Path, tmp_path: Path) -> Path:

@@ -10,14 +10,22 @@ import json
 import pytest
 
 import edgegolf
-from edgegolf.reports import bundle_reports, bundle_section, bundle_view, markdown_from_manifest, new_document
-from edgegolf.reports import render_html, render_markdown, tradeoff_plot
+from edgegolf.reports import (
+    bundle_reports,
+    bundle_section,
+    bundle_view,
+    markdown_from_manifest,
+    new_document,
+    render_html,
+    render_markdown,
+    tradeoff_plot,
+)
 from edgegolf.reports.stages import stage_rows, table_columns
 from edgegolf.reports.tradeoff import ACCURACY, BITS_PER_BYTE, STAGE, TEACHER, Limits, Point, tradeoff_svg
 from edgegolf.search.front import best_fitting, html_report, pareto_front, svg_plot
 from tests.cli_helpers import run_cli
 from tests.conftest import QUICK
-from tests.report_builders import TEACHER_ACCURACY, TRIALS, panels, trial_records, tradeoff_svgs
+from tests.report_builders import TEACHER_ACCURACY, TRIALS, panels, tradeoff_svgs, trial_records
 
 PIPELINE = ["teacher", "onnx-fp32", "onnx-optimized", "quantized"]
 SEARCH_BUDGET = "p50<=2.5ms,size<=8MB,drop<=0.5"
@@ -208,7 +216,7 @@ def test_a_real_search_writes_its_front_page_and_its_bundle_reports_every_trial(
     recipe.write_text('[optimize]\nmode = "off"\n[evaluate]\nlimit = 40\ncalibration_size = 4\n'
                       "[bench]\nruns = 5\nwarmup = 1\nmax_seconds = 0.3\n", encoding="utf-8")
     out = tmp_path / "out"
-    code, stdout, stderr = run_cli(["search", tiny_bert, "--budget", "size<=50MB,drop<=100", "--trials", "2",
+    code, _, stderr = run_cli(["search", tiny_bert, "--budget", "size<=50MB,drop<=100", "--trials", "2",
                                     "--recipe", recipe, "-o", out], capsys)
     assert code == 0, stderr
     manifest = json.loads((out / "manifest.json").read_text(encoding="utf-8"))
@@ -219,7 +227,7 @@ def test_a_real_search_writes_its_front_page_and_its_bundle_reports_every_trial(
     (svg,) = tradeoff_svgs(page)
     _check_points(svg, {f"trial {p['number']}" + (" (chosen)" if p["number"] == manifest["search"]["trial"] else "")
                         for p in points})
-    code, stdout, stderr = run_cli(["report", out, "--html", tmp_path / "r.html"], capsys)
+    code, _, stderr = run_cli(["report", out, "--html", tmp_path / "r.html"], capsys)
     assert code == 0, stderr
     (svg,) = tradeoff_svgs((tmp_path / "r.html").read_text(encoding="utf-8"))
     _check_points(svg, set(manifest["stages"]) | {f"trial {p['number']}" for p in points})

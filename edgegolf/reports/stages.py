@@ -8,7 +8,10 @@ what it returns.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgegolf.reports.tradeoff import Limits, Quality
 
 MB = 1e6
 # The chain's stages in the order the pipeline runs them; references (measured for
@@ -203,7 +206,7 @@ _LIMIT_WORDS = {"size_mb": ("size", "MB"), "zstd_mb": ("zstd size", "MB"), "p50_
                 "max_accuracy_drop": ("accuracy drop", "points")}
 
 
-def plot_limits(budget: dict[str, float], teacher_accuracy: float | None, quality) -> "Limits":
+def plot_limits(budget: dict[str, float], teacher_accuracy: float | None, quality: Quality) -> Limits:
     """The budget as the trade-off plot draws it: p50 and size as lines, the accuracy drop as
     the lowest accuracy it allows; a line in the caption for each limit the axes cannot show."""
     from edgegolf.reports.tradeoff import ACCURACY, Limits
