@@ -231,3 +231,17 @@ def test_a_real_search_writes_its_front_page_and_its_bundle_reports_every_trial(
     assert code == 0, stderr
     (svg,) = tradeoff_svgs((tmp_path / "r.html").read_text(encoding="utf-8"))
     _check_points(svg, set(manifest["stages"]) | {f"trial {p['number']}" for p in points})
+
+
+def test_a_causal_lm_bundle_is_plotted_in_bits_per_byte(compressed):
+    manifest = copy.deepcopy(_within_budget(compressed.manifest))
+    manifest["task"] = "causal-lm"
+    for i, stage in enumerate(manifest["stages"].values()):  # the key a causal LM's stages record
+        stage["metrics"]["bits_per_byte"] = 1.10 + 0.01 * i
+    (svg,) = tradeoff_svgs(tradeoff_plot(bundle_view(manifest)))
+    for panel in panels(svg):
+        assert not panel.higher_up and 1.0 < panel.y0 < 1.10 and 1.13 < panel.y1 < 1.2
+        assert "quality" not in {e.get("data-field") for e in panel.find("limit")}  # the drop is on accuracy
+    _check_points(svg, {s.name for s in compressed.stages})
+    (caption,) = [e.text for e in svg.iter() if e.get("class") == "caption"]
+    assert "accuracy drop <= 1 points (the plot shows bits/byte)" in caption
