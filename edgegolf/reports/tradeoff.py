@@ -20,7 +20,7 @@ from html import escape
 
 from edgegolf.reports.svg import nice_ticks
 
-WIDTH, HEIGHT = 980, 470
+WIDTH, HEIGHT = 980, 470  # the height grows with the legend's rows and the caption
 PANEL_W, PANEL_H, PANEL_TOP = 380, 320, 48
 PANEL_LEFTS = (76, 576)
 PAD = 0.08  # share of the data's span added on each side of an axis
@@ -235,7 +235,8 @@ def _overlap(a: tuple[float, ...], b: tuple[float, ...]) -> bool:
     return a[0] < b[2] and b[0] < a[2] and a[1] < b[3] and b[1] < a[3]
 
 
-def _legend(points: Sequence[Point], y0: float) -> list[str]:
+def _legend(points: Sequence[Point], y0: float) -> tuple[list[str], float]:
+    """Symbol and meaning of each kind of mark shown, in rows; returns the last row's y too."""
     kinds = {p.kind for p in points}
     items = []
     if TEACHER in kinds or STAGE in kinds:
@@ -243,9 +244,11 @@ def _legend(points: Sequence[Point], y0: float) -> list[str]:
                       "pipeline stage (joined in pipeline order; teacher dark)"))
     if REFERENCE in kinds:
         items.append((f'<circle r="6" fill="#ffffff" stroke="{COLORS[REFERENCE]}" stroke-width="2"/>', "reference"))
-    if TRIAL in kinds:
+    if any(p.kind == TRIAL and p.fits for p in points):
         items.append((f'<circle r="3.5" fill="{COLORS["fits"]}" fill-opacity="0.45"/>', "search trial that fits"))
-        items.append((f'<circle r="3.5" fill="{COLORS["misses"]}" fill-opacity="0.45"/>', "trial that misses"))
+    if any(p.kind == TRIAL and not p.fits for p in points):
+        items.append((f'<circle r="3.5" fill="{COLORS["misses"]}" fill-opacity="0.45"/>', "search trial that misses"))
+    if TRIAL in kinds:
         if any(p.front for p in points):
             items.append(('<circle r="5" fill="#888888" stroke="#000000" stroke-width="1.5"/>', "Pareto front"))
     if any(p.chosen for p in points):
@@ -260,7 +263,7 @@ def _legend(points: Sequence[Point], y0: float) -> list[str]:
         out.append(f'<g transform="translate({x + 8:.0f} {y:.0f})">{symbol}</g>'
                    f'<text x="{x + 20:.0f}" y="{y + 4:.0f}" font-size="11">{escape(text)}</text>')
         x += width
-    return out
+    return out, y
 
 
 def tradeoff_svg(points: Sequence[Point], limits: Limits, quality: Quality = ACCURACY, *, title: str,
@@ -269,22 +272,28 @@ def tradeoff_svg(points: Sequence[Point], limits: Limits, quality: Quality = ACC
     `standalone` adds the xmlns a separate .svg file needs (inline SVG in HTML needs none)."""
     points = [p for p in points if all(math.isfinite(v) for v in (p.latency_ms, p.size_mb, p.quality))]
     ns = ' xmlns="http://www.w3.org/2000/svg"' if standalone else ""
-    head = (f'<svg{ns} class="plot tradeoff" width="{WIDTH}" height="{HEIGHT}" viewBox="0 0 {WIDTH} {HEIGHT}" '
-            f'role="img" aria-label="{escape(title)}" font-family="system-ui, sans-serif">'
-            f'<title>{escape(title)}</title><rect width="{WIDTH}" height="{HEIGHT}" fill="#ffffff"/>'
-            f'<text x="{WIDTH / 2:.0f}" y="22" text-anchor="middle" font-size="15">{escape(title)}</text>')
+
+    def head(height: float) -> str:
+        return (f'<svg{ns} class="plot tradeoff" width="{WIDTH}" height="{height:.0f}" viewBox="0 0 {WIDTH} '
+                f'{height:.0f}" role="img" aria-label="{escape(title)}" font-family="system-ui, sans-serif">'
+                f'<title>{escape(title)}</title><rect width="{WIDTH}" height="{height:.0f}" fill="#ffffff"/>'
+                f'<text x="{WIDTH / 2:.0f}" y="22" text-anchor="middle" font-size="15">{escape(title)}</text>')
+
     if not points:
-        return head + f'<text x="{WIDTH / 2:.0f}" y="{HEIGHT / 2:.0f}" text-anchor="middle">nothing measured</text></svg>'
+        return head(HEIGHT) + (f'<text x="{WIDTH / 2:.0f}" y="{HEIGHT / 2:.0f}" text-anchor="middle">nothing measured'
+                               "</text></svg>")
     y = _quality_axis(points, limits, quality)
-    parts = [head]
+    parts = []
     for index in (0, 1):
         parts += _panel(points, limits, quality, y, index)
-    bottom = PANEL_TOP + PANEL_H
-    parts += _legend(points, bottom + 62)
+    legend, last_row = _legend(points, PANEL_TOP + PANEL_H + 62)
+    parts += legend
+    bottom = last_row + 14
     notes = list(limits.not_drawn)
     if limits.quality is not None and not y.limit_shown:
         notes.append(f"{limits.quality_text or 'quality limit ' + _fmt(limits.quality)}: far outside the data")
     if notes:
-        parts.append(f'<text class="caption" x="{PANEL_LEFTS[0]}" y="{HEIGHT - 12}" font-size="11" fill="#555555">'
+        bottom += 14
+        parts.append(f'<text class="caption" x="{PANEL_LEFTS[0]}" y="{bottom:.0f}" font-size="11" fill="#555555">'
                      f'{escape("Not drawn: " + "; ".join(notes))}</text>')
-    return "".join(parts) + "</svg>"
+    return head(bottom + 12) + "".join(parts) + "</svg>"
