@@ -19,6 +19,7 @@ from edgegolf.reports import (
     render_html,
     render_markdown,
     tradeoff_plot,
+    validate,
 )
 from edgegolf.reports.stages import stage_rows, table_columns
 from edgegolf.reports.tradeoff import ACCURACY, BITS_PER_BYTE, STAGE, TEACHER, Limits, Point, tradeoff_svg
@@ -190,6 +191,7 @@ def test_edgegolf_report_shows_the_same_table_and_plot(compressed, capsys, tmp_p
     (svg,) = tradeoff_svgs(html)
     _check_points(svg, {s.name for s in compressed.stages})
     document = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    validate(document)  # the new fields (budget, conditions, notes...) are in the schema
     assert [s["name"] for s in document["bundle"]["stages"]] == [*PIPELINE, "ort-quantize-dynamic"]
     assert document["bundle"]["budget"] == {"size_mb": 50.0, "max_accuracy_drop": 100.0}
 
@@ -227,8 +229,9 @@ def test_a_real_search_writes_its_front_page_and_its_bundle_reports_every_trial(
     (svg,) = tradeoff_svgs(page)
     _check_points(svg, {f"trial {p['number']}" + (" (chosen)" if p["number"] == manifest["search"]["trial"] else "")
                         for p in points})
-    code, _, stderr = run_cli(["report", out, "--html", tmp_path / "r.html"], capsys)
+    code, _, stderr = run_cli(["report", out, "--html", tmp_path / "r.html", "--json", tmp_path / "r.json"], capsys)
     assert code == 0, stderr
+    validate(json.loads((tmp_path / "r.json").read_text(encoding="utf-8")))
     (svg,) = tradeoff_svgs((tmp_path / "r.html").read_text(encoding="utf-8"))
     _check_points(svg, set(manifest["stages"]) | {f"trial {p['number']}" for p in points})
 
