@@ -248,3 +248,17 @@ def test_a_causal_lm_bundle_is_plotted_in_bits_per_byte(compressed):
     _check_points(svg, {s.name for s in compressed.stages})
     (caption,) = [e.text for e in svg.iter() if e.get("class") == "caption"]
     assert "accuracy drop <= 1 points (the plot shows bits/byte)" in caption
+
+
+def test_stages_come_in_pipeline_order_whatever_order_the_manifest_keeps():
+    from edgegolf.reports.stages import ordered_stages
+
+    def named(*names: str) -> dict:
+        return {name: {"reference": name.startswith("ref-")} for name in names}
+
+    # sorted keys (as some JSON writers keep them): teacher last alphabetically, first here
+    assert [n for n, _ in ordered_stages(named("onnx-fp32", "onnx-optimized", "quantized", "ref-ort", "teacher"))] == \
+        ["teacher", "onnx-fp32", "onnx-optimized", "quantized", "ref-ort"]
+    # a stage this list does not know stays right after the stage recorded before it
+    assert [n for n, _ in ordered_stages(named("teacher", "ref-a", "pruned", "onnx-fp32", "quantized"))] == \
+        ["teacher", "pruned", "onnx-fp32", "quantized", "ref-a"]

@@ -30,16 +30,16 @@ _THREADS_OF_BUILTIN = {"cpu-1": 1, "cpu-2": 2, "cpu-4": 4}
 
 
 def ordered_stages(stages: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """Pipeline order: the chain (known names in PIPELINE_ORDER, unknown ones where they were
-    recorded), then the references. A manifest written with sorted keys loses the order."""
-    items = list(stages.items())
-    rank = {name: i for i, name in enumerate(PIPELINE_ORDER)}
-
-    def key(pair: tuple[int, tuple[str, dict]]) -> tuple[int, float, int]:
-        index, (name, stage) = pair
-        return (1 if stage.get("reference") else 0, rank.get(name, len(PIPELINE_ORDER) - 0.5), index)
-
-    return [pair for _, pair in sorted(enumerate(items), key=key)]
+    """Pipeline order: the chain (names in PIPELINE_ORDER by their place there; any other name
+    right after the known stage recorded before it), then the references in recorded order.
+    A manifest written with sorted keys loses the recorded order; this restores it."""
+    rank = {name: float(i) for i, name in enumerate(PIPELINE_ORDER)}
+    keyed, previous = [], -1.0
+    for index, (name, stage) in enumerate(stages.items()):
+        place = rank.get(name, previous + 0.5)
+        previous = max(previous, place) if name in rank else previous
+        keyed.append(((1 if stage.get("reference") else 0, place, index), (name, stage)))
+    return [pair for _, pair in sorted(keyed, key=lambda item: item[0])]
 
 
 def bundle_view(manifest: dict[str, Any]) -> dict[str, Any]:
