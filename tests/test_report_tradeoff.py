@@ -178,6 +178,8 @@ def test_report_md_is_rendered_from_the_manifest_in_pipeline_order(compressed):
     assert sorted(files) == ["report.html", "report.md", "report.svg"]
     assert "![accuracy against latency and size, with the budget](report.svg)" in files["report.md"]
     assert len(tradeoff_svgs(files["report.html"])) == 1 and len(tradeoff_svgs(files["report.svg"])) == 1
+    # one self-contained page: nothing fetched, nothing run
+    assert "<script" not in files["report.html"] and "http" not in files["report.html"]
 
 
 def test_edgegolf_report_shows_the_same_table_and_plot(compressed, capsys, tmp_path):
