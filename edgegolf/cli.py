@@ -242,7 +242,7 @@ def search_command(
                           for kind, seconds in reuse["median_seconds"].items())
         print(f"trial time by shared work ({times}); reused work had taken {reuse['reused_work_seconds']:.0f} s")
     print(f"this process: {result.wall_seconds:.0f} s wall, {result.cpu_seconds:.0f} s CPU")
-    print(f"bundle: {output}/ (trial {result.chosen.number}); front: {result.search_dir}/front.md, front.svg; "
+    print(f"bundle: {output}/ (trial {result.chosen.number}); front: {result.search_dir}/front.md, front.svg, front.html; "
           f"study {result.study_name!r} in {result.storage} (rerun to continue)")
     raise typer.Exit(EXIT_FITS if result.fits else EXIT_DOES_NOT_FIT)
 

@@ -1,114 +1,52 @@
-"""Turning a compress result into words: the stage table (CLI and report.md) and recipe.toml."""
+"""A compress result in words: report.md and the terminal's stage table, both rendered from the
+manifest by edgegolf.reports (the one renderer), and recipe.toml."""
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
 from edgegolf.recipe import Budget, Recipe
+from edgegolf.reports.stages import COLUMNS, METRIC_COLUMNS, bundle_view, markdown_from_manifest
 
 if TYPE_CHECKING:
-    from edgegolf.pipeline import CompressResult, StageResult
+    from edgegolf.pipeline import CompressResult
 
-MB = 1e6
-COLUMNS = ("stage", "size MB", "zstd MB", "p50 ms", "p90 ms", "p99 ms", "peak RSS MB", "fidelity cos mean/min",
-           "accuracy %")
-# Task metrics shown as more columns when a stage measured them (header, format).
-METRIC_COLUMNS = {
-    "macro_f1": ("macro-F1 %", "{:.2f}"),
-    "agreement": ("agreement %", "{:.2f}"),
-    "bits_per_byte": ("bits/byte", "{:.4f}"),
-    "perplexity": ("perplexity", "{:.2f}"),
-}
+__all__ = ["COLUMNS", "METRIC_COLUMNS", "manifest_of", "markdown_report", "measured_conditions", "recipe_toml",
+           "stage_rows", "table_columns"]
 
 
-def metric_keys(result: "CompressResult") -> list[str]:
-    return [key for key in METRIC_COLUMNS if any(key in stage.metrics for stage in result.stages)]
+def manifest_of(result: CompressResult) -> dict[str, Any]:
+    """The result's manifest; before the bundle is committed (result.manifest still empty),
+    the fields the report reads, built from the result the same way the manifest is."""
+    if result.manifest.get("stages"):
+        return result.manifest
+    return {
+        "task": result.task, "source": result.source.to_dict(), "recipe": result.recipe.to_dict(),
+        "budget": result.budget.to_dict(), "device_profile": result.profile.name,
+        "device": {"threads": result.profile.threads},
+        "stages": {s.name: s.summary() for s in result.stages}, "verdict": result.verdict.to_dict(),
+    }
 
 
-def table_columns(result: "CompressResult") -> list[str]:
-    return [*COLUMNS, *(METRIC_COLUMNS[key][0] for key in metric_keys(result))]
+def markdown_report(result: CompressResult) -> str:
+    """report.md: a thin wrapper; edgegolf.reports.markdown_from_manifest is the renderer."""
+    return markdown_from_manifest(manifest_of(result))
 
 
-def stage_row(stage: "StageResult", extra: list[str] = ()) -> list[str]:
-    m = stage.metrics
-    fidelity = "-"
-    if "fidelity_mean_cosine" in m:
-        fidelity = f"{m['fidelity_mean_cosine']:.4f}"
-        if "fidelity_min_cosine" in m:
-            fidelity += f" / {m['fidelity_min_cosine']:.4f}"
-    lat = stage.latency
-    return [
-        f"{stage.name} (reference)" if stage.reference else stage.name,
-        f"{stage.size.raw_bytes / MB:.1f}",
-        f"{stage.size.zstd_bytes / MB:.1f}",
-        f"{lat.p50_ms:.2f}",
-        f"{lat.p90_ms:.2f}",
-        f"{lat.p99_ms:.2f}",
-        f"{stage.peak_rss_bytes / MB:.0f}",
-        fidelity,
-        f"{m['accuracy']:.2f}",
-        *(METRIC_COLUMNS[key][1].format(m[key]) if key in m else "-" for key in extra),
-    ]
+def table_columns(result: CompressResult) -> list[str]:
+    from edgegolf.reports.stages import table_columns as columns
+
+    return columns(bundle_view(manifest_of(result))["stages"])
 
 
-def stage_rows(result: "CompressResult") -> list[list[str]]:
-    extra = metric_keys(result)
-    return [stage_row(stage, extra) for stage in result.stages]
+def stage_rows(result: CompressResult) -> list[list[str]]:
+    from edgegolf.reports.stages import stage_rows as rows
+
+    return rows(bundle_view(manifest_of(result))["stages"])
 
 
-def measured_conditions(result: "CompressResult") -> str:
-    bench = result.recipe.bench
-    threads = result.profile.threads or "all"
-    load = result.final.latency.load_avg
-    return (f"latency: batch {bench.batch} x {bench.seq} tokens, device profile {result.profile.name} "
-            f"({threads} thread{'s' if threads != 1 else ''}), load average {load:.2f} at the start; "
-            f"accuracy: {_accuracy_meaning(result.task)} on {result.recipe.evaluate.data}")
-
-
-def _accuracy_meaning(task: str) -> str:
-    if task == "causal-lm":
-        return "next-token top-1 accuracy of the held-out text"
-    return "linear-probe accuracy on frozen embeddings" if task == "feature-extraction" else "test-split accuracy"
-
-
-def markdown_table(rows: list[list[str]], columns: list[str] | tuple[str, ...] = COLUMNS) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "|".join("---" for _ in columns) + "|"]
-    lines += ["| " + " | ".join(row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def markdown_report(result: "CompressResult") -> str:
-    notes = [f"- **{s.name}** ({s.description}): " + "; ".join(s.notes) for s in result.stages if s.notes]
-    warnings = [f"- {s.name}: {s.latency.spread_warning}" for s in result.stages if s.latency.spread_warning]
-    parts = [
-        f"# edgegolf report: {result.source.name} ({result.task})",
-        "",
-        markdown_table(stage_rows(result), table_columns(result)),
-        "",
-        f"All numbers are measured in this run: {measured_conditions(result)}.",
-        "",
-        "## Verdict",
-        "",
-        result.verdict.summary(),
-        "",
-    ]
-    also = list(result.final.latency_also)
-    if also:
-        parts += ["## Latency on more device profiles", "",
-                  "| stage | " + " | ".join(f"{name} p50 / p90 / p99 ms" for name in [result.profile.name, *also]) + " |",
-                  "|---|" + "---|" * (1 + len(also))]
-        for stage in result.stages:
-            cells = [stage.latency, *(stage.latency_also[name] for name in also)]
-            parts.append(f"| {stage.name} | " + " | ".join(
-                f"{c.p50_ms:.2f} / {c.p90_ms:.2f} / {c.p99_ms:.2f}" for c in cells) + " |")
-        parts.append("")
-    if result.verdict.checks:
-        parts += [f"- {'fits' if c.fits else 'MISSES'}: {c.describe()}" for c in result.verdict.checks] + [""]
-    if notes:
-        parts += ["## Stages", "", *notes, ""]
-    if warnings:
-        parts += ["## Latency spread warnings", "", *warnings, ""]
-    return "\n".join(parts)
+def measured_conditions(result: CompressResult) -> str:
+    return bundle_view(manifest_of(result))["conditions"]
 
 
 def _toml_value(value: Any) -> str:

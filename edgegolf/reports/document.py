@@ -35,28 +35,16 @@ def new_document(kind: str, **sections: Any) -> dict[str, Any]:
 
 
 def bundle_section(path: str | Path) -> dict[str, Any]:
-    """A bundle's stage table (size, latency, accuracy per pipeline stage) from its manifest."""
+    """A bundle's stage table (size, latency, accuracy per pipeline stage, in pipeline order),
+    budget and verdict from its manifest, with the bundle's files measured now."""
     from edgegolf.devices.artifact import open_artifact
     from edgegolf.devices.size import measure_size
+    from edgegolf.reports.stages import bundle_view
 
     artifact = open_artifact(path)
-    manifest = artifact.manifest or {}
-    stages = []
-    for name, stage in (manifest.get("stages") or {}).items():
-        metrics = stage.get("metrics") or {}
-        stages.append({
-            "name": name, "description": str(stage.get("description", "")), "reference": bool(stage.get("reference")),
-            "size_bytes": stage.get("size_bytes"), "zstd_bytes": stage.get("zstd_bytes"),
-            "latency": stage.get("latency"), "peak_rss_bytes": stage.get("peak_rss_bytes"),
-            "accuracy": metrics.get("accuracy"), "metrics": metrics,
-        })
     size = measure_size(artifact.files())
-    return {
-        "artifact": artifact.to_dict(), "created_by": manifest.get("created_by"),
-        "device_profile": manifest.get("device_profile"), "source": manifest.get("source"),
-        "stages": stages, "verdict": manifest.get("verdict"),
-        "size_bytes": size.raw_bytes, "zstd_bytes": size.zstd_bytes,
-    }
+    return {"artifact": artifact.to_dict(), **bundle_view(artifact.manifest or {}),
+            "size_bytes": size.raw_bytes, "zstd_bytes": size.zstd_bytes}
 
 
 def _finite(value: Any) -> Any:

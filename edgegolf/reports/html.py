@@ -10,6 +10,7 @@ from typing import Any
 
 from edgegolf.reports import svg
 from edgegolf.reports.markdown import render_markdown
+from edgegolf.reports.stages import bundle_view, markdown_from_manifest, tradeoff_plot
 
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -17,7 +18,7 @@ table { border-collapse: collapse; margin: 0.5em 0 1em; font-size: 13px; }
 th, td { border: 1px solid #ccc; padding: 3px 8px; text-align: right; }
 th:first-child, td:first-child { text-align: left; }
 th { background: #f3f3f3; }
-svg.plot { display: block; margin: 1em 0; font-family: system-ui, sans-serif; }
+svg.plot { display: block; margin: 1em 0; font-family: system-ui, sans-serif; max-width: 100%; height: auto; }
 """
 
 
@@ -87,34 +88,35 @@ def bench_plots(bench: dict[str, Any]) -> list[str]:
     return plots
 
 
-def stage_plots(bundle: dict[str, Any]) -> list[str]:
-    stages = bundle["stages"]
-    if not stages:
-        return []
-    return [
-        svg.bars("Size per pipeline stage", "MB",
-                 [(s["name"], s["size_bytes"] / 1e6 if s["size_bytes"] is not None else None) for s in stages]),
-        svg.bars("p50 latency per pipeline stage", "ms",
-                 [(s["name"], (s["latency"] or {}).get("p50_ms")) for s in stages]),
-        svg.bars("Accuracy per pipeline stage", "%", [(s["name"], s["accuracy"]) for s in stages]),
-    ]
-
-
 def compare_plots(compare: dict[str, Any]) -> list[str]:
     series = [(side.upper(), compare[side]["latency"].get("samples_ms") or []) for side in ("a", "b")]
     names = f"A = {compare['a']['artifact']['label'][:30]}, B = {compare['b']['artifact']['label'][:30]}"
     return [svg.histogram(f"Latency, batch {compare['batch']} x {compare['seq']}: {names}", series)]
 
 
+def page(markdown: str, plots: list[str], *, lead: str | None = None) -> str:
+    """One self-contained HTML page: the Markdown's text and tables, then the plots. `lead`
+    (the trade-off plot) goes right under the first table, where the reader looks first."""
+    title = escape(markdown.splitlines()[0].lstrip("# "))
+    body = markdown_to_html(markdown)
+    if lead:
+        cut = body.find("</table>")
+        body = body + "\n" + lead if cut < 0 else body[:cut + 8] + "\n" + lead + body[cut + 8:]
+    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+            f"<style>{STYLE}</style></head><body>\n{body}\n"
+            + ("<h2>Plots</h2>\n" + "\n".join(plots) if plots else "") + "\n</body></html>\n")
+
+
 def render_html(doc: dict[str, Any]) -> str:
     plots: list[str] = []
-    if "bundle" in doc:
-        plots += stage_plots(doc["bundle"])
+    lead = tradeoff_plot(doc["bundle"]) if doc.get("bundle", {}).get("stages") else None
     if "bench" in doc:
         plots += bench_plots(doc["bench"])
     if "compare" in doc:
         plots += compare_plots(doc["compare"])
-    body = markdown_to_html(render_markdown(doc))
-    title = escape(render_markdown(doc).splitlines()[0].lstrip("# "))
-    return (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
-            f"<style>{STYLE}</style></head><body>\n{body}\n<h2>Plots</h2>\n" + "\n".join(plots) + "\n</body></html>\n")
+    return page(render_markdown(doc), plots, lead=lead)
+
+
+def html_from_manifest(manifest: dict[str, Any]) -> str:
+    """report.html of a compress bundle: report.md's text with the trade-off plot inline."""
+    return page(markdown_from_manifest(manifest), [], lead=tradeoff_plot(bundle_view(manifest)))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgegolf.report import METRIC_COLUMNS
+from edgegolf.reports.stages import stage_lines
 
 MB = 1e6
 
@@ -77,28 +77,13 @@ def bundle_lines(b: dict[str, Any]) -> list[str]:
     lines = [f"Bundle files: {b['size_bytes'] / MB:.2f} MB raw, {b['zstd_bytes'] / MB:.2f} MB zstd "
              f"({b.get('created_by') or 'not made by edgegolf compress'}).", ""]
     if b["stages"]:
-        lines += ["### Pipeline stages (measured when the bundle was built, on "
-                  f"{b.get('device_profile') or 'its device profile'})", ""]
-        # the same task-metric columns as the compress table (macro-F1, agreement, bits/byte...)
-        extra = [key for key in METRIC_COLUMNS if any(key in (s.get("metrics") or {}) for s in b["stages"])]
-        rows = []
-        for s in b["stages"]:
-            lat = s["latency"] or {}
-            metrics = s.get("metrics") or {}
-            rows.append([s["name"] + (" (reference)" if s["reference"] else ""),
-                         _num(s["size_bytes"] / MB if s["size_bytes"] is not None else None, ".1f"),
-                         _num(s["zstd_bytes"] / MB if s["zstd_bytes"] is not None else None, ".1f"),
-                         _num(lat.get("p50_ms")), _num(lat.get("p90_ms")), _num(lat.get("p99_ms")),
-                         _num(s["peak_rss_bytes"] / MB if s["peak_rss_bytes"] else None, ".0f"),
-                         _num(metrics.get("fidelity_mean_cosine"), ".4f"), _num(s["accuracy"], ".2f"),
-                         *(METRIC_COLUMNS[key][1].format(metrics[key]) if key in metrics else "-" for key in extra)])
-        lines += _table(["stage", "size MB", "zstd MB", "p50 ms", "p90 ms", "p99 ms", "peak RSS MB", "fidelity cos",
-                         "accuracy %", *(METRIC_COLUMNS[key][0] for key in extra)], rows)
+        lines += [f"## Pipeline stages (measured when the bundle was built, on {b.get('device_profile') or 'its device profile'})",
+                  "", *stage_lines(b)]
     else:
         lines.append("The manifest has no stage table (the bundle was not written by `edgegolf compress`).")
-    verdict = b.get("verdict") or {}
-    if verdict.get("summary"):
-        lines += ["", f"Verdict: **{verdict['summary']}**"]
+        verdict = b.get("verdict") or {}
+        if verdict.get("summary"):
+            lines += ["", f"Verdict: **{verdict['summary']}**"]
     return lines
 
 

@@ -119,27 +119,3 @@ def lines(title: str, xlabel: str, ylabel: str, series: Sequence[tuple[str, Sequ
         frame.parts += [f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}"/>' for x, y in pts]
         frame.add_legend(label, color)
     return frame.svg()
-
-
-def bars(title: str, unit: str, items: Sequence[tuple[str, float | None]]) -> str:
-    """Horizontal bars, one per item, with the value written beside each; None is drawn as 'n/a'."""
-    row = 22
-    height = TOP + row * len(items) + 16
-    values = [v for _, v in items if v is not None]
-    top = max(values) if values else 1.0
-    top = top if top > 0 else 1.0
-    label_w, width = 150, WIDTH - 150 - 90
-    parts = [f'<svg class="plot" width="{WIDTH}" height="{height}" viewBox="0 0 {WIDTH} {height}" role="img" '
-             f'aria-label="{escape(title)}"><title>{escape(title)}</title>',
-             f'<text x="{WIDTH / 2:.0f}" y="18" text-anchor="middle" font-size="14">{escape(title)}</text>']
-    for i, (label, value) in enumerate(items):
-        y = TOP + i * row
-        parts.append(f'<text x="{label_w - 6}" y="{y + 14}" text-anchor="end" font-size="12">{escape(label[:22])}</text>')
-        if value is None:
-            parts.append(f'<text x="{label_w + 4}" y="{y + 14}" font-size="12" fill="#888">n/a</text>')
-            continue
-        w = max(1.0, width * value / top)
-        parts.append(f'<rect class="series" x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row - 6}" '
-                     f'fill="{COLORS[i % len(COLORS)]}"/>'
-                     f'<text x="{label_w + w + 4:.1f}" y="{y + 14}" font-size="12">{value:.4g} {escape(unit)}</text>')
-    return "".join(parts) + "</svg>"

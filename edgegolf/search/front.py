@@ -1,9 +1,9 @@
 """Reading a finished (or running) study: each trial's measurements, the Pareto front, the
-trial to ship, and why nothing fits when nothing does. Plain data in, text and SVG out."""
+trial to ship, and why nothing fits when nothing does. Plain data in, text and SVG out
+(the plot is edgegolf.reports' trade-off plot, as in a bundle's report)."""
 
 from __future__ import annotations
 
-import html
 from dataclasses import dataclass
 from typing import Any
 
@@ -121,59 +121,42 @@ def markdown_front(front: list[TrialRecord], chosen: TrialRecord | None) -> str:
     return "\n".join(lines)
 
 
-def svg_plot(records: list[TrialRecord], front: list[TrialRecord], chosen: TrialRecord | None,
-             limits: dict[str, float], width: int = 640, height: int = 420) -> str:
-    """Accuracy against latency, one dot per trial (area ~ size); front outlined, fits green."""
-    points = [r for r in records if r.duplicate_of is None]
-    if not points:
-        return f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"></svg>\n'
-    margin = 60
-    xs = [r.measured["latency_ms"] for r in points] + ([limits["latency_ms"]] if "latency_ms" in limits else [])
-    ys = [r.measured["accuracy"] for r in points] + ([limits["accuracy"]] if "accuracy" in limits else [])
-    x0, x1 = 0.0, max(xs) * 1.1
-    y0, y1 = min(ys) - 1.0, max(ys) + 1.0
-    sizes = [r.measured["size_objective_mb"] for r in points]
-    biggest = max(sizes) or 1.0
-
-    def px(x: float) -> float:
-        return margin + (x - x0) / (x1 - x0 or 1) * (width - 2 * margin)
-
-    def py(y: float) -> float:
-        return height - margin - (y - y0) / (y1 - y0 or 1) * (height - 2 * margin)
-
+def search_points(records: list[TrialRecord], front: list[TrialRecord]) -> list[dict[str, Any]]:
+    """Every distinct trial as the trade-off plot needs it; the bundle's manifest keeps these
+    (manifest["search"]["points"]) so `edgegolf report` draws the search beside the stages."""
     on_front = {r.number for r in front}
-    out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" font-family="sans-serif" '
-           f'font-size="11">', f'<rect width="{width}" height="{height}" fill="white"/>',
-           f'<line x1="{margin}" y1="{height - margin}" x2="{width - margin}" y2="{height - margin}" stroke="black"/>',
-           f'<line x1="{margin}" y1="{margin}" x2="{margin}" y2="{height - margin}" stroke="black"/>',
-           f'<text x="{width / 2}" y="{height - 20}" text-anchor="middle">p50 latency (ms), measured</text>',
-           f'<text x="16" y="{height / 2}" transform="rotate(-90 16 {height / 2})" text-anchor="middle">'
-           f'accuracy (%), measured</text>']
-    for i in range(5):
-        xv, yv = x0 + (x1 - x0) * i / 4, y0 + (y1 - y0) * i / 4
-        out.append(f'<text x="{px(xv):.1f}" y="{height - margin + 15}" text-anchor="middle">{xv:.2f}</text>')
-        out.append(f'<text x="{margin - 5}" y="{py(yv) + 4:.1f}" text-anchor="end">{yv:.1f}</text>')
-    if "latency_ms" in limits:
-        x = px(limits["latency_ms"])
-        out.append(f'<line x1="{x:.1f}" y1="{margin}" x2="{x:.1f}" y2="{height - margin}" stroke="red" '
-                   f'stroke-dasharray="4"/><text x="{x + 3:.1f}" y="{margin + 10}" fill="red">latency limit</text>')
-    if "accuracy" in limits:
-        y = py(limits["accuracy"])
-        out.append(f'<line x1="{margin}" y1="{y:.1f}" x2="{width - margin}" y2="{y:.1f}" stroke="red" '
-                   f'stroke-dasharray="4"/><text x="{width - margin - 3}" y="{y - 3:.1f}" fill="red" '
-                   f'text-anchor="end">accuracy limit</text>')
-    for r in sorted(points, key=lambda r: -r.measured["size_objective_mb"]):
-        radius = 3 + 9 * (r.measured["size_objective_mb"] / biggest) ** 0.5
-        fill = "#2a9d4b" if r.fits else "#bbbbbb"
-        stroke = ' stroke="black" stroke-width="2"' if r.number in on_front else ""
-        title = html.escape(f"trial {r.number}: {r.label()}; {r.measured['size_objective_mb']:.2f} MB")
-        out.append(f'<circle cx="{px(r.measured["latency_ms"]):.1f}" cy="{py(r.measured["accuracy"]):.1f}" '
-                   f'r="{radius:.1f}" fill="{fill}" fill-opacity="0.8"{stroke}><title>{title}</title></circle>')
-        if r.number in on_front or (chosen is not None and r.number == chosen.number):
-            out.append(f'<text x="{px(r.measured["latency_ms"]) + radius + 2:.1f}" '
-                       f'y="{py(r.measured["accuracy"]) + 4:.1f}">{r.number}'
-                       f'{" (chosen)" if chosen is not None and r.number == chosen.number else ""}</text>')
-    out.append(f'<text x="{margin}" y="20">green: fits the budget; outlined: Pareto front; '
-               f'dot area ~ size (largest {biggest:.2f} MB)</text>')
-    out.append("</svg>")
-    return "\n".join(out) + "\n"
+    return [{"number": r.number, "label": r.label(), "p50_ms": r.measured["p50_ms"], "size_mb": r.measured["size_mb"],
+             "accuracy": r.measured["accuracy"], "fits": r.fits, "front": r.number in on_front}
+            for r in records if r.duplicate_of is None]
+
+
+def _points(records: list[TrialRecord], front: list[TrialRecord], chosen: TrialRecord | None) -> list:
+    from edgegolf.reports.tradeoff import TRIAL, Point
+
+    return [Point(f"trial {t['number']}" + (" (chosen)" if chosen is not None and t["number"] == chosen.number else ""),
+                  TRIAL, t["p50_ms"], t["size_mb"], t["accuracy"], chosen=chosen is not None and t["number"] == chosen.number,
+                  front=t["front"], fits=t["fits"],
+                  detail=f"trial {t['number']} [{t['label']}]: {t['accuracy']:.2f} %, p50 {t['p50_ms']:.3g} ms, "
+                         f"{t['size_mb']:.3g} MB; {'fits' if t['fits'] else 'misses the budget'}")
+            for t in search_points(records, front)]
+
+
+def svg_plot(records: list[TrialRecord], front: list[TrialRecord], chosen: TrialRecord | None,
+             budget: dict[str, float], *, teacher_accuracy: float | None = None, standalone: bool = True) -> str:
+    """Accuracy against p50 latency and against size: every trial a point (green fits, red
+    misses), the Pareto front outlined, the chosen trial ringed, the budget drawn."""
+    from edgegolf.reports.stages import plot_limits
+    from edgegolf.reports.tradeoff import ACCURACY, tradeoff_svg
+
+    limits = plot_limits(budget, teacher_accuracy, ACCURACY)
+    title = f"Search: accuracy against p50 latency and size, {len(records)} completed trials"
+    return tradeoff_svg(_points(records, front, chosen), limits, ACCURACY, title=title, standalone=standalone) + "\n"
+
+
+def html_report(markdown: str, records: list[TrialRecord], front: list[TrialRecord], chosen: TrialRecord | None,
+                budget: dict[str, float], *, teacher_accuracy: float | None = None) -> str:
+    """front.md's text as one self-contained page, the plot inline under the front's table."""
+    from edgegolf.reports.html import page
+
+    plot = svg_plot(records, front, chosen, budget, teacher_accuracy=teacher_accuracy, standalone=False)
+    return page(markdown, [], lead=plot)

@@ -7,7 +7,7 @@ once per process (`StageMemo`): the teacher's measurements, and each pruned stud
 its export, reused by every quantization scheme tried on it.
 
 Files, beside OUT:  OUT.search.db  (the default SQLite storage: rerun to continue)
-                    OUT.search/    trials/<n> (trial bundles), front.md, front.svg, vocab corpus
+                    OUT.search/    trials/<n> (trial bundles), front.md, front.svg, front.html, vocab corpus
 """
 
 from __future__ import annotations
@@ -296,21 +296,15 @@ def _reuse_summary(records: list, memo) -> dict[str, Any]:
 
 
 def _write_reports(result: SearchResult, limits: dict[str, float]) -> None:
-    from edgegolf.search.front import svg_plot
+    from edgegolf.search.front import html_report, svg_plot
 
-    teacher = result.records[0].measured["teacher_accuracy"] if result.records else 0.0
-    plot_limits = {}
-    for name in ("p50_ms", "p95_ms"):
-        if name in limits and result.records and result.records[0].measured["latency_ms"] == \
-                result.records[0].measured[name]:
-            plot_limits["latency_ms"] = limits[name]
-    if "max_accuracy_drop" in limits:
-        plot_limits["accuracy"] = teacher - limits["max_accuracy_drop"]
-    svg = svg_plot(result.records, result.front, result.chosen, plot_limits)
+    teacher = result.records[0].measured["teacher_accuracy"] if result.records else None
+    svg = svg_plot(result.records, result.front, result.chosen, limits, teacher_accuracy=teacher)
     text = (f"# Search {result.study_name}\n\nstorage: `{result.storage}`; {len(result.records)} completed trials\n\n"
             f"{'FITS' if result.fits else 'NOTHING FITS'}: {result.message}\n\n## Pareto front (measured)\n\n"
-            f"(* = the trial in the bundle)\n\n{result.front_markdown}\n\n![front](front.svg)\n")
-    for name, content in (("front.md", text), ("front.svg", svg)):
+            f"(* = the trial in the bundle)\n\n{result.front_markdown}\n")
+    page = html_report(text, result.records, result.front, result.chosen, limits, teacher_accuracy=teacher)
+    for name, content in (("front.md", text + "\n![front](front.svg)\n"), ("front.svg", svg), ("front.html", page)):
         partial = result.search_dir / f".{name}.{os.getpid()}.partial"
         partial.write_text(content, encoding="utf-8")
         os.replace(partial, result.search_dir / name)
@@ -323,6 +317,7 @@ def _publish(result: SearchResult, src, source, base_recipe, budget, bound, trus
     import json
 
     from edgegolf.bundle import BundleWriter
+    from edgegolf.search.front import search_points
     from edgegolf.search.study import HOST
 
     chosen = result.chosen
@@ -339,7 +334,8 @@ def _publish(result: SearchResult, src, source, base_recipe, budget, bound, trus
         manifest.pop(key, None)
     manifest["search"] = {"study": result.study_name, "storage": result.storage, "trial": chosen.number,
                           "params": chosen.params, "fits": result.fits, "message": result.message,
-                          "completed_trials": len(result.records), "front": [r.number for r in result.front]}
+                          "completed_trials": len(result.records), "front": [r.number for r in result.front],
+                          "points": search_points(result.records, result.front)}
     with BundleWriter(result.output, force=force) as writer:
         for path in bundle.iterdir():
             if path.is_file() and path.name != "manifest.json":
