@@ -64,10 +64,28 @@ def test_two_workers_share_one_postgres_study_without_repeating_a_trial(tiny_ber
     two_workers_share_one_storage_without_repeating_a_trial(tiny_bert, tmp_path, quick_recipe, postgres_url, "shared")
 
 
-def test_the_storage_url_is_a_real_postgresql_server(postgres_url):
-    """The scenarios above ran on PostgreSQL, not on a fallback: the storage's engine says so."""
+def test_workers_opening_one_empty_database_at_once_all_get_the_storage(postgres_url):
+    """Each worker creates the tables if they are missing; on PostgreSQL the losers of that race
+    get a unique violation on pg_type (optuna's enum types), which open_storage waits out."""
+    import threading
+
     from edgegolf.search.study import open_storage
 
-    storage = open_storage(postgres_url)
-    assert storage.engine.dialect.name == "postgresql"
-    assert storage.engine.dialect.driver == "psycopg2"
+    start, storages, errors = threading.Barrier(4), [], []
+
+    def worker():
+        start.wait()
+        try:
+            storages.append(open_storage(postgres_url))
+        except Exception as exc:  # noqa: BLE001  (reported below)
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    assert not errors and len(storages) == 4
+    for storage in storages:  # a real PostgreSQL server, at the schema version optuna expects
+        assert (storage.engine.dialect.name, storage.engine.dialect.driver) == ("postgresql", "psycopg2")
+        assert storage.get_current_version() == storage.get_head_version()
