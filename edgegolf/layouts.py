@@ -6,10 +6,11 @@ tokenizer files sit at its top. A layout adds only small JSON files beside them,
 copy of the weights, and they are written before the manifest, so its sha256 list covers them.
 
 - "optimum": Hugging Face Optimum's `ORTModelForFeatureExtraction`,
-  `ORTModelForSequenceClassification` and `ORTModelForCausalLM` load a bundle folder as it is
-  (they look for `*.onnx` and `config.json`; a causal LM's cache inputs, `past.N.key` /
-  `past.N.value`, are the names Optimum finds by their `.key` / `.value` suffix). For a causal
-  LM the layout adds `generation_config.json`, so that `generate` stops and pads on the tokens
+  `ORTModelForSequenceClassification` and `ORTModelForCausalLM` find the graph and `config.json`
+  in a bundle folder as it is (they look for `*.onnx`; a causal LM's cache inputs,
+  `past.N.key` / `past.N.value`, are found by their `.key` / `.value` suffix). The layout
+  makes the tokenizer load as the runtime's does (see `_hf_tokenizer_config`) and, for a
+  causal LM, adds `generation_config.json`, so that `generate` stops and pads on the tokens
   the runtime uses.
 - "sentence-transformers": `SentenceTransformer(path, backend="onnx")` loads `model.onnx`
   from the folder's top through Optimum, and needs `modules.json` (Transformer, Pooling and,
@@ -83,7 +84,7 @@ def write_layouts(folder: Path, manifest: dict[str, Any], names: Sequence[str]) 
     check_layouts(names, task)
     written: dict[str, list[str]] = {}
     for name in dict.fromkeys(names):  # each once, in the order given
-        written[name] = sorted(LAYOUTS[name].write(folder, manifest))
+        written[name] = sorted(set(LAYOUTS[name].write(folder, manifest)))
         log.info("layout %s: wrote %s", name, ", ".join(written[name]) or "nothing (the bundle loads as it is)")
     if written:
         manifest["layouts"] = written
@@ -112,17 +113,40 @@ def _hidden_size(config: dict[str, Any]) -> int:
                       "the sentence-transformers layout needs it for 1_Pooling/config.json")
 
 
+def _hf_tokenizer_config(folder: Path, spec: dict[str, Any]) -> list[str]:
+    """tokenizer_config.json as every transformers release reads it, feeding what the graph takes.
+
+    transformers 5 saves a tokenizer.json-only tokenizer as class "TokenizersBackend", which
+    transformers 4 (the one Optimum's ONNX package runs on, <4.58) cannot load; both read
+    "PreTrainedTokenizerFast" over the same tokenizer.json. And that generic class returns
+    token_type_ids unless told the model's inputs, which a causal LM's `generate` refuses:
+    `model_input_names` is set to the graph's text inputs, as the runtime feeds them.
+    """
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        return []
+    config = json.loads(path.read_text(encoding="utf-8"))
+    changed = dict(config)
+    if changed.get("tokenizer_class") == "TokenizersBackend":
+        changed["tokenizer_class"] = "PreTrainedTokenizerFast"
+    changed["model_input_names"] = list(spec["input_names"])
+    if changed != config:
+        _write_json(folder, "tokenizer_config.json", changed)
+    return ["tokenizer_config.json"]
+
+
 @register("optimum", tasks=("feature-extraction", "text-classification", "causal-lm"),
           loads_in="optimum.onnxruntime ORTModelForFeatureExtraction / ForSequenceClassification / ForCausalLM")
 def optimum_layout(folder: Path, manifest: dict[str, Any]) -> list[str]:
     spec = manifest["model"]
+    written = _hf_tokenizer_config(folder, spec)
     if spec["task"] != "causal-lm":
-        return []  # model.onnx + config.json + tokenizer files: Optimum's own layout already
+        return written
     config = _config(folder)
     eos = spec.get("extra", {}).get("eos_token_id", config.get("eos_token_id"))
     generation = {key: value for key, value in (("bos_token_id", config.get("bos_token_id")), ("eos_token_id", eos),
                                                 ("pad_token_id", spec["pad_token_id"])) if value is not None}
-    return [_write_json(folder, "generation_config.json", generation)]
+    return [*written, _write_json(folder, "generation_config.json", generation)]
 
 
 @register("sentence-transformers", tasks=("feature-extraction",),
@@ -135,6 +159,7 @@ def sentence_transformers_layout(folder: Path, manifest: dict[str, Any]) -> list
     if spec.get("normalize", True):
         modules.append({"idx": 2, "name": "2", "path": "2_Normalize", "type": "sentence_transformers.models.Normalize"})
     return [
+        *_hf_tokenizer_config(folder, spec),
         _write_json(folder, "modules.json", modules),
         # truncate where the runtime does; the tokenizer files decide lower-casing themselves
         _write_json(folder, "sentence_bert_config.json", {"max_seq_length": spec["max_length"], "do_lower_case": False}),

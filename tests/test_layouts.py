@@ -27,11 +27,13 @@ def test_layouts_are_written_into_the_bundle_and_hashed_by_its_manifest(tiny_ber
     assert code == 0, err
     manifest = json.loads((out / "manifest.json").read_text())
     st_files = ["1_Pooling/config.json", "config_sentence_transformers.json", "modules.json",
-                "sentence_bert_config.json"]
-    assert manifest["layouts"] == {"sentence-transformers": st_files, "optimum": []}
+                "sentence_bert_config.json", "tokenizer_config.json"]
+    assert manifest["layouts"] == {"sentence-transformers": st_files, "optimum": ["tokenizer_config.json"]}
     for name in st_files:
         assert manifest["files"][name]["sha256"] == sha256_file(out / name)
     spec = manifest["model"]
+    # the tokenizer feeds what the graph takes, in every transformers release
+    assert json.loads((out / "tokenizer_config.json").read_text())["model_input_names"] == spec["input_names"]
     pooling = json.loads((out / "1_Pooling/config.json").read_text())
     assert pooling["word_embedding_dimension"] == 32 and pooling["pooling_mode_mean_tokens"] is True
     assert not pooling["pooling_mode_cls_token"]
@@ -47,15 +49,22 @@ def test_layouts_are_written_into_the_bundle_and_hashed_by_its_manifest(tiny_ber
         load(out)
 
 
-def test_a_causal_lm_gets_the_generation_config_its_runtime_uses(tmp_path):
+def test_a_causal_lm_gets_the_generation_config_and_a_tokenizer_config_transformers_4_reads(tmp_path):
     from edgegolf.layouts import write_layouts
 
     (tmp_path / "config.json").write_text(json.dumps({"bos_token_id": 1, "eos_token_id": 2, "model_type": "gpt2"}))
-    manifest = {"model": {"task": "causal-lm", "pad_token_id": 0, "extra": {"eos_token_id": 5}}}
-    assert write_layouts(tmp_path, manifest, ["optimum"]) == {"optimum": ["generation_config.json"]}
+    # what transformers 5 saves for a tokenizer.json-only tokenizer; transformers 4 cannot load it
+    (tmp_path / "tokenizer_config.json").write_text(json.dumps({"tokenizer_class": "TokenizersBackend",
+                                                                "eos_token": "</s>"}))
+    manifest = {"model": {"task": "causal-lm", "pad_token_id": 0, "extra": {"eos_token_id": 5},
+                          "input_names": ["input_ids", "attention_mask"]}}
+    written = {"optimum": ["generation_config.json", "tokenizer_config.json"]}
+    assert write_layouts(tmp_path, manifest, ["optimum"]) == written and manifest["layouts"] == written
     generation = json.loads((tmp_path / "generation_config.json").read_text())
     assert generation == {"bos_token_id": 1, "eos_token_id": 5, "pad_token_id": 0}  # the runtime's eos wins
-    assert manifest["layouts"] == {"optimum": ["generation_config.json"]}
+    assert json.loads((tmp_path / "tokenizer_config.json").read_text()) == {
+        "tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "</s>",
+        "model_input_names": ["input_ids", "attention_mask"]}
 
 
 def test_an_unknown_layout_is_one_line_naming_the_accepted_ones(tiny_bert, tmp_path, capsys):
