@@ -30,18 +30,11 @@ def build_layout_bundles(out: Path, python: str | None = None) -> dict[str, Path
     return {name: out / name for name in BUNDLES}
 
 
-def _compress(*args: str) -> None:
-    command = [sys.executable, "-m", "edgegolf", "compress", *args, "--recipe", str(_quick_recipe())]
+def _compress(recipe: Path, *args: str) -> None:
+    command = [sys.executable, "-m", "edgegolf", "compress", *args, "--recipe", str(recipe)]
     done = subprocess.run(command, capture_output=True, text=True)
     if done.returncode != 0:
         raise SystemExit(f"{' '.join(command)} failed:\n{done.stderr[-3000:]}")
-
-
-def _quick_recipe() -> Path:
-    path = Path(os.environ["LAYOUT_WORK"]) / "quick.toml"
-    path.write_text("[bench]\nruns = 5\nwarmup = 1\nmax_seconds = 0.5\nseq = 32\n[evaluate]\ncalibration_size = 4\n",
-                    encoding="utf-8")
-    return path
 
 
 def main(out: Path) -> None:
@@ -50,16 +43,19 @@ def main(out: Path) -> None:
 
     work = out / "work"
     work.mkdir(parents=True)
-    os.environ["LAYOUT_WORK"] = str(work)
-    _compress("-o", str(out / "minilm"), *QUICK, "--layout", "optimum", "--layout", "sentence-transformers")
+    recipe = work / "quick.toml"  # short latency runs; the bundles are what matters here
+    recipe.write_text("[bench]\nruns = 5\nwarmup = 1\nmax_seconds = 0.5\nseq = 32\n[evaluate]\ncalibration_size = 4\n",
+                      encoding="utf-8")
+    _compress(recipe, "-o", str(out / "minilm"), *QUICK, "--layout", "optimum", "--layout", "sentence-transformers")
     classifier = save_tiny_bert(work / "tiny-classifier", classifier=True)
-    _compress(str(classifier), "-o", str(out / "classifier"), *QUICK, "--quantize", "int8-dynamic", "--layout", "optimum")
+    _compress(recipe, str(classifier), "-o", str(out / "classifier"), *QUICK, "--quantize", "int8-dynamic",
+              "--layout", "optimum")
     text = work / "bbc.txt"
     text.write_text("\n\n".join(bbc_texts()[1000:1006]), encoding="utf-8")
     for arch in ("llama", "gpt2"):
         model = save_tiny_lm(work / f"tiny-{arch}", arch)
-        _compress(str(model), "-o", str(out / arch), "--task", "causal-lm", "--data", str(text), "--optimize", "off",
-                  "--quantize", "int8-dynamic", "--layout", "optimum")
+        _compress(recipe, str(model), "-o", str(out / arch), "--task", "causal-lm", "--data", str(text),
+                  "--optimize", "off", "--quantize", "int8-dynamic", "--layout", "optimum")
 
 
 if __name__ == "__main__":
