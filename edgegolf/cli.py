@@ -78,6 +78,8 @@ def compress(
     optimize: Annotated[Optional[str], typer.Option(
         help="Graph fusions: auto (kept only if measured faster) | on | off.")] = None,
     exporter: Annotated[Optional[str], typer.Option(help="torch | optimum (needs the optimum extra).")] = None,
+    layout: Annotated[Optional[list[str]], typer.Option(
+        help="Also lay the bundle out for: optimum | sentence-transformers (repeatable; README 'Layouts').")] = None,
     device: Annotated[Optional[str], typer.Option(help="Device profile for latency, e.g. cpu-1, cpu-2.")] = None,
     data: Annotated[Optional[str], typer.Option(
         help="Evaluation data: bbc-news, a folder with one sub-folder of .txt files per class, "
@@ -109,6 +111,7 @@ def compress(
         "quantize.exclude": list(exclude) if exclude else None,
         "optimize.mode": optimize,
         "export.exporter": exporter,
+        "export.layout": list(layout) if layout else None,
         "bench.device": device,
         "evaluate.data": data,
         "evaluate.text_column": text_column,

@@ -34,6 +34,7 @@ from edgegolf.devices.memory import peak_rss_onnx, peak_rss_torch
 from edgegolf.devices.profiles import DeviceProfile, get_profile, pinned
 from edgegolf.devices.size import SizeReport, measure_size
 from edgegolf.errors import ExportError, RecipeError, SourceError
+from edgegolf.layouts import check_layouts, write_layouts
 from edgegolf.progress import track
 from edgegolf.recipe import Budget, Recipe, load_recipe_file, quant_config
 from edgegolf.runtime.manifest import sha256_file
@@ -359,6 +360,7 @@ def compress(
         raise SourceError(f"model {src.name!r} is a {config.architectures[0]} with no classification head; "
                           "text-classification needs a model fine-tuned for it, or use --task feature-extraction")
     adapter = get_task(task_name)
+    check_layouts(recipe_.export.layout, task_name)
     if recipe_.prune:  # a cut the model cannot take fails now, not after the teacher is measured
         from edgegolf.compression.prune import check_prune_fits, prune_config_from_dict
 
@@ -426,6 +428,7 @@ def compress(
         manifest = _manifest(result, run, export_report, split, trust_remote_code=trust_remote_code,
                              allow_pickle=allow_pickle, seconds=time.perf_counter() - started)
         _fill_bundle(writer.staging, result, run, quantized or graph)
+        write_layouts(writer.staging, manifest, recipe_.export.layout)  # before the manifest: its hashes cover them
         result.manifest = writer.commit(manifest)
     return result
 

@@ -65,9 +65,12 @@ class ExportSettings:
     opset: int = 17
     max_length: int = 128  # truncation of every input, in tokens
     atol: float = 1e-3  # max abs difference allowed between ONNX and PyTorch outputs
+    layout: tuple[str, ...] = ()  # extra files other loaders need (edgegolf/layouts.py), e.g. "sentence-transformers"
 
     @classmethod
     def from_dict(cls, data: Any) -> "ExportSettings":
+        from edgegolf.layouts import layout_names
+
         d = _check_fields("export", data, {f.name for f in fields(cls)})
         base = cls()
         return cls(
@@ -75,6 +78,7 @@ class ExportSettings:
             opset=_typed("export", "opset", d.get("opset", base.opset), int, minimum=14, maximum=23),
             max_length=_typed("export", "max_length", d.get("max_length", base.max_length), int, minimum=8, maximum=8192),
             atol=_typed("export", "atol", d.get("atol", base.atol), float, minimum=0.0),
+            layout=_string_list("export", "layout", d.get("layout", base.layout), choices=layout_names()),
         )
 
 

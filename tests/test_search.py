@@ -4,10 +4,6 @@ SQLite storage, and an impossible budget still leaves the closest candidate, sav
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -18,95 +14,28 @@ from optuna.trial import TrialState  # noqa: E402
 
 from edgegolf.runtime import load  # noqa: E402
 from tests.cli_helpers import run_cli  # noqa: E402
-
-ROOT = Path(__file__).resolve().parent.parent
-QUICK_TOML = """
-[optimize]
-mode = "off"
-[evaluate]
-limit = 40
-calibration_size = 4
-[bench]
-runs = 5
-warmup = 1
-max_seconds = 0.3
-"""
+from tests.search_scenarios import (  # noqa: E402
+    killed_search_resumes_to_the_requested_total,
+    study_trials,
+    two_workers_share_one_storage_without_repeating_a_trial,
+    write_quick_recipe,
+)
 
 
 @pytest.fixture()
 def quick_recipe(tmp_path) -> Path:
-    path = tmp_path / "quick.toml"
-    path.write_text(QUICK_TOML, encoding="utf-8")
-    return path
-
-
-def _command(model: Path, out: Path, recipe: Path, trials: int, *extra: str) -> list[str]:
-    return [sys.executable, "-m", "edgegolf", "search", str(model), "--budget", "size<=50MB", "--trials", str(trials),
-            "--recipe", str(recipe), "-o", str(out), *extra]
-
-
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-
-
-def _trials(url: str, name: str):
-    return optuna.load_study(study_name=name, storage=url).get_trials()
+    return write_quick_recipe(tmp_path)
 
 
 def test_killed_search_resumes_to_the_requested_total(tiny_bert, tmp_path, quick_recipe):
-    out = tmp_path / "out"
-    url, name = f"sqlite:///{tmp_path / 'out.search.db'}", "edgegolf-out"  # the defaults for -o out
-    first = subprocess.Popen(_command(tiny_bert, out, quick_recipe, 2), env=_env(), stdout=subprocess.DEVNULL,
-                             stderr=subprocess.PIPE)
-    deadline = time.monotonic() + 120
-    done = 0
-    while time.monotonic() < deadline and first.poll() is None:
-        time.sleep(0.3)
-        try:
-            done = sum(t.state == TrialState.COMPLETE for t in _trials(url, name))
-        except (KeyError, ValueError, optuna.exceptions.StorageInternalError):
-            continue  # the study is not created yet
-        if done >= 1:
-            break
-    assert first.poll() is None, first.stderr.read().decode()[-2000:]
-    first.send_signal(signal.SIGKILL)
-    first.wait()
-    assert done == 1 and not out.exists()
-
-    second = subprocess.run(_command(tiny_bert, out, quick_recipe, 2), env=_env(), capture_output=True, text=True,
-                            timeout=180)
-    assert second.returncode == 0, second.stderr[-2000:]
-    trials = _trials(url, name)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 2
-    assert not [t for t in trials if t.state == TrialState.RUNNING]  # the killed one was failed, not left running
-    # the rerun continued the study: the first process's completed trials are part of the total
-    assert len({t.user_attrs["worker"]["pid"] for t in complete}) == 2
-    manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["search"]["completed_trials"] == 2 and manifest["search"]["fits"] is True
-    assert "FITS" in second.stdout and "| trial |" in second.stdout
-    load(out).embed(["Shares rose."])  # the shipped bundle loads and runs
+    # the defaults for -o out: sqlite beside it, the study named after it
+    killed_search_resumes_to_the_requested_total(tiny_bert, tmp_path, quick_recipe,
+                                                 f"sqlite:///{tmp_path / 'out.search.db'}", "edgegolf-out")
 
 
 def test_two_workers_share_one_storage_without_repeating_a_trial(tiny_bert, tmp_path, quick_recipe):
-    url, name = f"sqlite:///{tmp_path / 'shared.db'}", "shared"
-    workers = [subprocess.Popen(_command(tiny_bert, tmp_path / f"out-{i}", quick_recipe, 4, "--storage", url,
-                                         "--study", name, "--seed", str(i)),
-                                env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE) for i in range(2)]
-    for worker in workers:
-        worker.wait(timeout=240)
-        assert worker.returncode == 0, worker.stderr.read().decode()[-2000:]
-    trials = _trials(url, name)
-    complete = [t for t in trials if t.state == TrialState.COMPLETE]
-    assert len(complete) == 4
-    assert len({t.number for t in complete}) == 4
-    assert len({t.user_attrs["worker"]["pid"] for t in complete}) == 2  # both workers ran trials
-    run = [t for t in complete if "duplicate_of" not in t.user_attrs]
-    settings = [json.dumps(t.params, sort_keys=True) for t in run]
-    assert len(settings) == len(set(settings))  # no settings were measured twice
-    for t in complete:
-        if "duplicate_of" in t.user_attrs:  # proposed again: the earlier numbers, not a second run
-            assert t.values == next(o.values for o in complete if o.number == t.user_attrs["duplicate_of"])
+    two_workers_share_one_storage_without_repeating_a_trial(tiny_bert, tmp_path, quick_recipe,
+                                                            f"sqlite:///{tmp_path / 'shared.db'}", "shared")
 
 
 def test_impossible_budget_saves_the_closest_candidate_and_names_the_limit(tiny_bert, tmp_path, quick_recipe,
@@ -122,7 +51,7 @@ def test_impossible_budget_saves_the_closest_candidate_and_names_the_limit(tiny_
     assert manifest["verdict"]["binding"] == "size_mb" and manifest["verdict"]["fits"] is False
     # the closest candidate is the smallest of the trials: the size limit is what binds
     db = f"sqlite:///{tmp_path / 'out.search.db'}"
-    sizes = {t.number: t.user_attrs["measured"]["size_mb"] for t in _trials(db, "edgegolf-out")
+    sizes = {t.number: t.user_attrs["measured"]["size_mb"] for t in study_trials(db, "edgegolf-out")
              if t.state == TrialState.COMPLETE}
     assert manifest["search"]["trial"] == min(sizes, key=sizes.get)
     assert (out / "search-front.svg").read_text().startswith("<svg")

@@ -28,6 +28,18 @@ DIRECTIONS = ["maximize", "minimize", "minimize"]  # accuracy, latency, size
 OBJECTIVE_NAMES = ["accuracy", "latency_ms", "size_mb"]
 
 
+# What the second of two workers creating a fresh storage at once is told, by database.
+_CREATION_RACES = (
+    "already exists",  # a table the other worker made first (SQLite; PostgreSQL's "relation ... already exists")
+    "UNIQUE constraint failed: alembic_version",  # SQLite: the schema version row
+    # PostgreSQL: the other worker's CREATE TYPE (optuna's enums) or CREATE TABLE committed first, seen on
+    # a real server with four workers opening one empty database: duplicate key value violates unique
+    # constraint "pg_type_typname_nsp_index" (tests/test_search_postgres.py)
+    "pg_type_typname_nsp_index",
+    "alembic_version_pkc",  # PostgreSQL's name for the schema version row's key (the SQLite race above)
+)
+
+
 class StorageError(EdgegolfError):
     """The study storage URL cannot be opened."""
 
@@ -47,13 +59,14 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                         url, engine_kwargs=kwargs, heartbeat_interval=30, grace_period=120,
                         heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=1))
             except Exception as exc:  # two workers creating the tables at once: the second sees them half made
-                racing = ("already exists", "UNIQUE constraint failed: alembic_version")  # tables; schema version row
-                if attempt == 4 or not any(words in str(exc) for words in racing):
+                if attempt == 4 or not any(words in str(exc) for words in _CREATION_RACES):
                     raise
+                # (not the URL: it may hold a password)
+                log.debug("another worker is creating the storage's tables (%s); retrying", str(exc).splitlines()[0])
                 time.sleep(0.5 + attempt)
     except ImportError as exc:
         raise StorageError(f"storage {url!r} needs a database driver that is not installed ({exc.name or exc}); for "
-                           "PostgreSQL: pip install psycopg2-binary") from None
+                           "PostgreSQL: pip install 'edgegolf[postgres]' (psycopg2-binary)") from None
     except Exception as exc:  # sqlalchemy's errors for a malformed URL or an unreachable server
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise StorageError(f"storage {url!r} cannot be opened ({first}); give sqlite:///path/to/search.db or "
