@@ -78,13 +78,23 @@ class StageCache:
 
     def put(self, key: str, group: str, done: Done) -> None:
         self._entries[key] = (group, done)
+        current = self._root(key)
         while len(self._students()) > self.max_students:
-            oldest = next(k for k, (g, _) in self._entries.items() if g == "student")
-            self._evict(oldest)
+            # a student's stages go together, least recently used first; never the one being made
+            roots = [k for k in self._entries if k != current and self._root(k) == k]
+            if not roots:
+                break
+            self._evict(roots[0])
 
     def tally(self, reused: dict[str, bool]) -> None:
         for group, hit in reused.items():
             (self.hits if hit else self.misses)[group] += 1
+
+    def _root(self, key: str) -> str:
+        """The first student stage of `key`'s chain (the one made from the teacher)."""
+        while (parent := self._entries.get(self._entries[key][1].input_key)) and parent[0] == "student":
+            key = self._entries[key][1].input_key
+        return key if self._entries[key][0] == "student" else ""
 
     def _students(self) -> set[int]:
         return {id(done.artifact.model) for group, done in self._entries.values() if group == "student"}
