@@ -88,3 +88,32 @@ def test_another_student_reuses_only_the_teacher_and_evicts_the_old_student(runs
     assert [e for e in before if e.startswith("export-")] != [e for e in after if e.startswith("export-")]
     assert len([e for e in after if e.startswith("export-")]) == 1
     assert [e for e in before if e.startswith("load-")] == [e for e in after if e.startswith("load-")]
+
+
+def test_the_cache_keeps_a_students_stages_together_and_counts_whole_groups(tmp_path):
+    """Without models: the bookkeeping alone (keys, recency, eviction by student, tallies)."""
+    from edgegolf.pipeline.runner import Done
+    from edgegolf.pipeline.stages import Artifact
+
+    cache = StageCache(tmp_path, max_students=1)
+    assert StageCache.key("root", "export", {"opset": 17}) == StageCache.key("root", "export", {"opset": 17})
+    assert StageCache.key("root", "export", {"opset": 17}) != StageCache.key("root", "export", {"opset": 18})
+    assert StageCache.key("root", "export", {"opset": 17}) != StageCache.key("other", "export", {"opset": 17})
+
+    def put(key, input_key, group, model):
+        (tmp_path / key).mkdir()
+        cache.put(key, group, Done(Artifact(model, None), {"stage": key}, [], 1.5, input_key))
+
+    teacher, student_a, student_b = object(), object(), object()
+    put("load-1", "root", "teacher", teacher)
+    put("prune-a", "load-1", "student", student_a)
+    put("distill-a", "prune-a", "student", object())  # a second model of the chain being made: kept
+    put("export-a", "distill-a", "student", student_a)
+    assert cache.get("export-a", "export").record == {"stage": "export-a"} and cache.saved_seconds == 1.5
+    put("prune-b", "load-1", "student", student_b)  # a new student: the old one goes, with its files
+    assert cache.get("export-a", "export") is None and cache.get("prune-a", "prune") is None
+    assert not (tmp_path / "distill-a").exists() and (tmp_path / "prune-b").exists()
+    assert cache.get("load-1", "load") is not None  # the teacher is not a student
+    assert cache.stage_hits == {"export": 1, "load": 1} and cache.stage_misses == {"export": 1, "prune": 1}
+    cache.tally({"teacher": True, "student": False})
+    assert cache.hits == {"teacher": 1, "student": 0} and cache.misses == {"teacher": 0, "student": 1}
