@@ -150,7 +150,8 @@ def compress(
 
         check_prune_fits(prune_config_from_dict(recipe_.prune), config)
     split = adapter.load_split(recipe_.evaluate)  # the task decides what its data looks like (causal-lm: .txt)
-    log.info("compressing %s (%s) for %s on device profile %s", src.name, type(config).__name__, task_name, profile.name)
+    log.info("compressing %s (%s) for %s on device profile %s", src.name, type(config).__name__, task_name,
+             profile.name)
 
     with BundleWriter(output, force=force) as writer, torch_threads(work_threads()):
         ctx = Context(adapter=adapter, split=split, source=src, task=task_name,
