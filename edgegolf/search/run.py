@@ -3,8 +3,9 @@
 Each trial is a real compress run (`edgegolf.pipeline.compress`) with the trial's prune and
 quantize settings; its measured numbers become the trial's objectives (accuracy, latency on
 the budget's device, size) and constraints (the budget). Work that trials share is done
-once per process (`StageMemo`): the teacher's measurements, and each pruned student with
-its export, reused by every quantization scheme tried on it.
+once per process: the runner's `StageCache` keeps the loaded, measured teacher and each
+student's prune, distill, export and optimize, reused by every later trial that asks for the
+same stage on the same input (every quantization scheme tried on a student, for one).
 
 Files, beside OUT:  OUT.search.db  (the default SQLite storage: rerun to continue)
                     OUT.search/    trials/<n> (trial bundles), front.md, front.svg, front.html, vocab corpus
@@ -99,7 +100,7 @@ def search(
     from optuna.trial import TrialState
 
     from edgegolf.data import load_labelled_texts, stratified_split
-    from edgegolf.pipeline import StageMemo, build_recipe
+    from edgegolf.pipeline import StageCache, build_recipe
     from edgegolf.search import study as studies
     from edgegolf.search.front import best_fitting, closest, markdown_front, pareto_front, why_nothing_fits
     from edgegolf.search.space import BoundSpace, SearchSpace, model_shape
@@ -164,7 +165,7 @@ def search(
     log.info("search study %r in %s: %d of %d trials done", study_name, storage_url,
              studies.count(study_, TrialState.COMPLETE), trials)
 
-    memo = StageMemo(search_dir / f"memo-{studies.HOST}-{os.getpid()}", max_students=24)
+    memo = StageCache(search_dir / f"memo-{studies.HOST}-{os.getpid()}", max_students=24)
     _remove_dead_memos(search_dir)
     mine: list[int] = []  # trials this process ran
     full: list[int] = []  # trials this process found surplus
@@ -198,7 +199,7 @@ def search(
         bundle = search_dir / "trials" / str(trial.number)
         result = compress(source, output=bundle, recipe=base_recipe,
                           budget=budget_, overrides=bound.overrides(params), force=True,
-                          trust_remote_code=trust_remote_code, memo=memo)
+                          trust_remote_code=trust_remote_code, cache=memo)
         final, teacher = result.final, result.teacher
         measured = {"accuracy": final.metrics["accuracy"], "teacher_accuracy": teacher.metrics["accuracy"],
                     "drop": teacher.metrics["accuracy"] - final.metrics["accuracy"],
@@ -281,7 +282,7 @@ def search(
 
 
 def _reuse_summary(records: list, memo) -> dict[str, Any]:
-    """Trial times by what the memo gave them: how much sharing work between trials saved."""
+    """Trial times by what the stage cache gave them: how much sharing work between trials saved."""
     groups: dict[str, list[float]] = {"nothing reused": [], "teacher reused": [], "teacher and student reused": []}
     for r in records:
         if r.duplicate_of is not None:

@@ -85,7 +85,7 @@ def distill_folder(teacher_dir: str | Path, student_dir: str | Path, out_dir: st
     from transformers import AutoConfig, AutoTokenizer
 
     from edgegolf.compression.prune.folder import save_pruned
-    from edgegolf.data import load_labelled_texts, stratified_split
+    from edgegolf.measure.evaluate import default_split
     from edgegolf.tasks import get_task, infer_task
 
     teacher_dir, student_dir, out = Path(teacher_dir), Path(student_dir), Path(out_dir)
@@ -95,7 +95,7 @@ def distill_folder(teacher_dir: str | Path, student_dir: str | Path, out_dir: st
         if not (folder / "config.json").is_file():
             raise SourceError(f"{role} folder {str(folder)!r} has no config.json; give a folder written by "
                               "save_pretrained (or edgegolf prune)")
-    split = stratified_split(load_labelled_texts(eval_data), test_fraction=0.3, seed=0)
+    split = default_split(eval_data)
     kept = _kept_layers(student_dir)
     config = with_kept_layers(config, kept)
     data = transfer_data(config, split)  # bad data fails here, before any model is loaded

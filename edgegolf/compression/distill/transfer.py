@@ -18,7 +18,7 @@ from typing import Any
 
 from edgegolf.data import DEFAULT_DATA as BBC
 from edgegolf.datafiles import read_table
-from edgegolf.data import Split, load_labelled_texts, stratified_split
+from edgegolf.data import Split
 from edgegolf.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -49,8 +49,10 @@ class TransferData:
 
 
 def default_split() -> Split:
-    """BBC News's default evaluation split (the pipeline's defaults: 30% test, seed 0)."""
-    return stratified_split(load_labelled_texts(), test_fraction=0.3, seed=0)
+    """BBC News's default evaluation split (the [evaluate] defaults: edgegolf.measure.evaluate)."""
+    from edgegolf.measure.evaluate import default_split as split_of
+
+    return split_of()
 
 
 def load_transfer(spec: str, column: str | None = None, *, split: Split | None = None) -> TransferData:
