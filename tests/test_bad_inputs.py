@@ -57,6 +57,7 @@ class Case:
     subprocess: bool = False  # run `python -m edgegolf` (import time, environment)
     env: dict[str, str] = field(default_factory=dict)
     shown: str | None = None  # the command as the table shows it, when the arguments are too long to print
+    without: tuple[str, ...] = ()  # packages absent in this run (a subprocess), as without their extra
 
 
 @dataclass(frozen=True)
@@ -238,6 +239,17 @@ def remote_bench(*, port: str = "server", known: str = "server", key: str = "cli
 
 LONG_TEXT = "the bank shares fell " * 50_000  # 1,050,000 characters
 
+# `python -c WITHOUT a,b ARGS...` runs `edgegolf ARGS...` with packages a and b absent: an
+# import of either raises ModuleNotFoundError, exactly as where the extra is not installed
+# (the packages themselves are untouched; nothing of theirs is imitated).
+WITHOUT = r"""
+import runpy, sys
+for name in sys.argv[1].split(","):
+    sys.modules[name] = None
+sys.argv = ["edgegolf", *sys.argv[2:]]
+runpy.run_module("edgegolf", run_name="__main__", alter_sys=True)
+"""
+
 
 CASES: list[Case] = [
     # paths
@@ -330,6 +342,22 @@ CASES: list[Case] = [
     Case("device: key the SSH server does not accept", remote_bench(key="wrong"), "refused authentication for tester"),
     Case("device: SSH host key not in known_hosts", remote_bench(known="empty"), "has an unknown host key"),
     Case("device: SSH host key that changed", remote_bench(known="other"), "which differs from the one in known_hosts"),
+    # optional extras that are not installed (edgegolf/extras.py)
+    Case("search extra missing (optuna not installed)",
+         lambda t, m: ["search", model(t, m), "--budget", "size<=10MB", "-o", "out"],
+         "edgegolf search needs the 'search' extra (optuna is not installed)", without=("optuna",)),
+    Case("remote extra missing (asyncssh not installed)",
+         lambda t, m: ["bench", bundle(t, m), "--device", "ssh://tester@127.0.0.1:22", "--seq", "8"],
+         "needs the 'remote' extra (asyncssh is not installed)", without=("asyncssh",)),
+    Case("parquet extra missing (pyarrow not installed)",
+         lambda t, m: ["compress", model(t, m), "--data", write(t, "news.parquet", b"PAR1\x00\x00PAR1"), "-o", "out"],
+         "needs the 'parquet' extra (pyarrow is not installed)", without=("pyarrow",)),
+    Case("distributed extra missing (accelerate not installed), launched as 2 processes",
+         lambda t, m: ["distill", model(t, m), model(t, m, "student"), "-o", "out"],
+         "needs the 'distributed' extra (accelerate is not installed)", without=("accelerate",),
+         env={"WORLD_SIZE": "2"}),
+    Case("optimum extra missing (optimum-onnx not installed)", compress("--exporter", "optimum"),
+         "--exporter optimum needs the 'optimum' extra (optimum-onnx is not installed)", without=("optimum",)),
     # the runtime's input
     Case("bundle whose max_length leaves no room for text (cannot truncate)",
          verify(lambda b: edit_json(b / "manifest.json", lambda m: m["model"].update(max_length=1))),
@@ -385,9 +413,10 @@ def run_case(case: Case, folder: Path, models: Models) -> Outcome:
     cwd = os.getcwd()
     os.chdir(folder)  # relative paths: the messages read as a user's would
     try:
-        if case.subprocess:
+        if case.subprocess or case.without:
             env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_CACHE": str(folder / ".hf-cache"), **case.env}
-            done = subprocess.run([sys.executable, "-m", "edgegolf", *args], check=False, capture_output=True,
+            start = ["-c", WITHOUT, ",".join(case.without)] if case.without else ["-m", "edgegolf"]
+            done = subprocess.run([sys.executable, *start, *args], check=False, capture_output=True,
                                   text=True, env=env, timeout=300)
             code, stdout, stderr = done.returncode, done.stdout, done.stderr
         else:

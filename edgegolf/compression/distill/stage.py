@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgegolf.compression.distill.config import DistillConfig
-from edgegolf.compression.distill.parallel import is_main_process
+from edgegolf.compression.distill.parallel import is_main_process, require_launcher
 from edgegolf.compression.distill.train import DistillReport, distill
 from edgegolf.compression.distill.transfer import TransferData, exclude_test, load_transfer
 from edgegolf.data import Split
@@ -89,6 +89,7 @@ def distill_folder(teacher_dir: str | Path, student_dir: str | Path, out_dir: st
 
     teacher_dir, student_dir, out = Path(teacher_dir), Path(student_dir), Path(out_dir)
     check_output(out, force, option="", folders_only=False)  # before any work
+    require_launcher()  # launched as several processes without accelerate: say so before any work
     for role, folder in (("teacher", teacher_dir), ("student", student_dir)):
         if not (folder / "config.json").is_file():
             raise SourceError(f"{role} folder {str(folder)!r} has no config.json; give a folder written by "
