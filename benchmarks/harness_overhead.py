@@ -10,7 +10,7 @@ in interleaved rounds on one thread, times the same inputs five ways:
   bench_onnx         the full entry the pipeline calls (new session, feeds, harness)
 
 Targets: harness/session within 2% of the bare loop; runtime A and B within a few % of
-each other (noise on this shared box: facts.md says 1-thread p50 moves 2-10%).
+each other (noise on a shared 2-core box: 1-thread p50 moved 2-10% between quiet runs).
 
     PYTHONPATH=. python benchmarks/harness_overhead.py [--rounds 5] [--runs 50] [--seq 128]
 """

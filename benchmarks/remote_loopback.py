@@ -8,8 +8,8 @@ alternating rounds of one run:
            tests/test_remote_ssh.py starts): SFTP copy, runner.py in a fresh python, raw
            samples summarised here by the same latency_stats
 
-The two should agree within the noise of this machine (facts.md: 1-thread p50 moves 2-10%
-between quiet runs); the remote side also reports cold start and peak RSS.
+The two should agree within the noise of this machine (measured on a shared 2-core box: 1-thread
+p50 moved 2-10% between quiet runs); the remote side also reports cold start and peak RSS.
 
     PYTHONPATH=. python benchmarks/remote_loopback.py [--rounds 4] [--runs 40] [--bundle DIR]
 """

@@ -139,7 +139,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=300, help="timed rounds (each times all three paths once)")
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (facts.md: 1 is stable here)")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (1 is the stable choice on a shared box)")
     parser.add_argument("--processes", type=int, default=5, help="fresh processes for import time and RSS")
     parser.add_argument("--bundle", type=Path, help="an existing feature-extraction bundle (default: export MiniLM)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "edgegolf-bench" / "minilm-fp32")

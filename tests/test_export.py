@@ -36,7 +36,7 @@ def tiny_bert(vocab_size: int, *, seed: int = 0, initializer_range: float = 0.1)
     torch.manual_seed(seed)
     config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64, max_position_embeddings=128, initializer_range=initializer_range)
-    config._attn_implementation = "eager"  # the pattern onnxruntime's fusions recognise (facts.md)
+    config._attn_implementation = "eager"  # the pattern onnxruntime's fusions recognise (on transformers 5)
     return BertModel(config).eval()
 
 
@@ -50,7 +50,8 @@ class Texts:
         from tests.conftest import bbc_vocabulary
 
         self.vocab = bbc_vocabulary()
-        self.tokenizer = BertTokenizer(vocab=self.vocab, do_lower_case=True)  # vocab=, not vocab_file= (facts.md)
+        # vocab=: on transformers 5, vocab_file= silently builds a 5-token vocabulary
+        self.tokenizer = BertTokenizer(vocab=self.vocab, do_lower_case=True)
         self.texts = list(load_labelled_texts().texts[::97][:16])
 
     def feeds(self, texts: list[str], max_length: int = 64) -> dict[str, np.ndarray]:

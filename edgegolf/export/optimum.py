@@ -1,7 +1,7 @@
 """The optional exporter backend: Hugging Face Optimum (`--exporter optimum`).
 
 optimum's ONNX exporter lives in the package optimum-onnx, whose releases need
-transformers<4.58 (facts.md), so it cannot share an environment with transformers 5: it is
+transformers<4.58 (0.1.0 pins optimum~=2.1.0), so it cannot share an environment with transformers 5: it is
 the `optimum` extra, used in its own environment. Its graph is checked against PyTorch the
 same way as our own export.
 """
