@@ -108,8 +108,9 @@ def _read_csv(path: Path, what: str):
 def _read_parquet(path: Path, what: str):
     from edgegolf.extras import require_extra
 
-    pa = require_extra("parquet", "pyarrow", needed_by=f"{what} {str(path)!r} (parquet; or give .jsonl or .csv)")
-    pq = require_extra("parquet", "pyarrow.parquet", needed_by=f"{what} {str(path)!r} (parquet)")
+    needed_by, otherwise = f"{what} {str(path)!r} (a parquet file)", "; or give .jsonl or .csv"
+    pa = require_extra("parquet", "pyarrow", needed_by=needed_by, otherwise=otherwise)
+    pq = require_extra("parquet", "pyarrow.parquet", needed_by=needed_by, otherwise=otherwise)
     try:
         table = pq.read_table(path)
     except pa.ArrowException as exc:  # ArrowInvalid & co. for a broken file

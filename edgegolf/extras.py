@@ -27,9 +27,10 @@ EXTRAS: dict[str, tuple[str, str]] = {
 }
 
 
-def missing_extra(extra: str, needed_by: str, exc: ImportError | None = None,
-                  module: str | None = None) -> MissingExtraError:
-    """The one-line error for `needed_by` lacking `extra` (`exc`: the failed import of `module`)."""
+def missing_extra(extra: str, needed_by: str, exc: ImportError | None = None, module: str | None = None,
+                  otherwise: str = "") -> MissingExtraError:
+    """The one-line error for `needed_by` lacking `extra` (`exc`: the failed import of `module`;
+    `otherwise`: what else the user could do, appended after the pip command)."""
     package, install = EXTRAS[extra]
     if isinstance(exc, ModuleNotFoundError) and exc.name:
         asked = (module or "").split(".")[0]
@@ -39,17 +40,17 @@ def missing_extra(extra: str, needed_by: str, exc: ImportError | None = None,
         what = f"{module or package} cannot be imported: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
     else:
         what = f"{package} is not installed"
-    return MissingExtraError(f"{needed_by} needs the '{extra}' extra ({what}): {install}")
+    return MissingExtraError(f"{needed_by} needs the '{extra}' extra ({what}): {install}{otherwise}")
 
 
-def require_extra(extra: str, module: str, *, needed_by: str) -> ModuleType:
+def require_extra(extra: str, module: str, *, needed_by: str, otherwise: str = "") -> ModuleType:
     """Import `module` (which `extra` provides) and return it, or raise the one-line error."""
     if extra not in EXTRAS:
         raise KeyError(f"unknown extra {extra!r}; known: {', '.join(EXTRAS)}")
     try:
         return importlib.import_module(module)
     except ImportError as exc:
-        raise missing_extra(extra, needed_by, exc, module) from None
+        raise missing_extra(extra, needed_by, exc, module, otherwise) from None
 
 
 def has_extra(module: str) -> bool:
