@@ -37,14 +37,6 @@ REPO = Path(__file__).resolve().parents[1]
 SEQ = 128
 
 
-# --- the bundle -------------------------------------------------------------------------------
-def build_minilm_bundle(folder: Path) -> Path:
-    """The fp32 MiniLM bundle, made by edgegolf's own pipeline."""
-    from benchmarks.minilm_bundle import fp32_minilm_bundle
-
-    return fp32_minilm_bundle(folder)
-
-
 def text_of_exactly(tokenizer_path: Path, tokens: int) -> str:
     """A prefix of a real BBC article that tokenizes to exactly `tokens` tokens ([CLS] and [SEP] included)."""
     import importlib.util
@@ -151,7 +143,9 @@ def main() -> None:
         bundle = args.cache
         if not (bundle / "manifest.json").exists():
             print(f"exporting all-MiniLM-L6-v2 to {bundle} ...", flush=True)
-            build_minilm_bundle(bundle)
+            from tests.builders.minilm import fp32_minilm_bundle  # made by edgegolf's own pipeline
+
+            fp32_minilm_bundle(bundle)
 
     from edgegolf.runtime import load
 

@@ -33,8 +33,9 @@ from typing import Any
 import pytest
 
 from edgegolf.errors import EXIT_ERROR, EXIT_FITS
+from tests.builders.bad_files import asks_for_remote_code, edit_json
+from tests.builders.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "bad-inputs.md"
 UNREACHABLE_HUB = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused
 
@@ -45,7 +46,7 @@ class Models:
 
     bert: Path
     bundle: Path
-    ssh: Any  # tests.test_remote_ssh.LoopbackServer: asyncssh's server, a generated host key, one client key
+    ssh: Any  # tests.builders.ssh.LoopbackServer: asyncssh's server, a generated host key, one client key
 
 
 @dataclass(frozen=True)
@@ -125,12 +126,6 @@ def verify(change: Callable[[Path], None], *extra: str, command: str = "verify")
     return build
 
 
-def edit_json(path: Path, change: Callable[[dict], None]) -> None:
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
-
-
 def relist(folder: Path) -> None:
     """Rewrite the manifest's hashes, as someone would who swapped a file on purpose."""
     from edgegolf.runtime.manifest import write_manifest
@@ -180,25 +175,6 @@ def pickled_weights(folder: Path) -> None:
     weights = folder / "model.safetensors"
     torch.save(load_file(str(weights)), folder / "pytorch_model.bin")
     weights.unlink()
-
-
-REMOTE_CODE_MARKER = "remote-code-ran.txt"
-# transformers imports remote code from a copy in its modules cache, so the marker path is absolute
-REMOTE_CODE = """
-from pathlib import Path
-Path({marker!r}).write_text("the model's code ran")
-from transformers import BertModel
-class CustomModel(BertModel):
-    pass
-"""
-
-
-def asks_for_remote_code(folder: Path) -> None:
-    """config.json maps AutoModel to custom_model.py beside it; importing that file writes a
-    marker file beside the model folder."""
-    marker = str(folder.resolve().parent / REMOTE_CODE_MARKER)
-    (folder / "custom_model.py").write_text(REMOTE_CODE.format(marker=marker))
-    edit_json(folder / "config.json", lambda c: c.update(auto_map={"AutoModel": "custom_model.CustomModel"}))
 
 
 def one_class(data: Path) -> None:
@@ -484,11 +460,11 @@ def markdown(outcomes: list[tuple[Case, Outcome]]) -> str:
 
 @contextlib.contextmanager
 def build_models(folder: Path, bert: Path | None = None):
-    from tests.test_remote_ssh import LoopbackServer
-    from tests.test_runtime_bundles import build_bundle
+    from tests.builders.bundles import build_bundle
+    from tests.builders.ssh import LoopbackServer
 
     if bert is None:
-        from tests.conftest import save_tiny_bert
+        from tests.builders.models import save_tiny_bert
 
         bert = save_tiny_bert(folder / "tiny-bert")
     built = build_bundle(folder / "tiny-bundle")

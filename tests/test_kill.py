@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from edgegolf.errors import EXIT_FITS
-from tests.test_bad_inputs import ROOT
+from tests.builders.paths import ROOT
 
 QUICK = """
 [evaluate]

@@ -29,3 +29,33 @@ def test_mypy_finds_nothing(tmp_path):
     done = subprocess.run([sys.executable, "-m", "mypy", "--cache-dir", str(tmp_path / "cache")], cwd=ROOT,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _imported_modules(path) -> set[str]:
+    import ast
+
+    names = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            names.add(node.module)
+            names.update(f"{node.module}.{alias.name}" for alias in node.names)
+        elif isinstance(node, ast.Import):
+            names.update(alias.name for alias in node.names)
+    return names
+
+
+def test_builders_are_imported_one_way_only():
+    """Test modules import shared helpers from tests/builders, never from another test module,
+    conftest or benchmarks; builders import neither tests nor benchmarks (benchmarks may import builders)."""
+    def forbidden(name: str) -> bool:
+        return (name.startswith(("tests.test_", "benchmarks")) or name in ("tests.conftest", "benchmarks")
+                or (name.startswith("tests.") and not name.startswith("tests.builders")))
+
+    wrong = {}
+    for path in [*(ROOT / "tests").glob("*.py"), *(ROOT / "tests" / "builders").glob("*.py")]:
+        bad = sorted(name for name in _imported_modules(path) if forbidden(name))
+        if bad:
+            wrong[path.relative_to(ROOT).as_posix()] = bad
+    assert wrong == {}, wrong
+    assert not [p for p in (ROOT / "benchmarks").glob("*.py") if any(
+        name.startswith("tests.") and not name.startswith("tests.builders") for name in _imported_modules(p))]
