@@ -29,7 +29,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.causal_lm_models
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # for tests.builders.causal_lm
 
 from edgegolf.compression.quantize import Int4WeightOnly, Int8Dynamic, quantize
 from edgegolf.data import load_labelled_texts, stratified_split
@@ -40,7 +40,7 @@ from edgegolf.export.causal import CausalWithCache, cache_names, export_causal_l
 from edgegolf.runtime import open_model
 from edgegolf.runtime.causal_lm import LMScore, score_text, untruncated
 from edgegolf.tasks import get_task
-from tests.causal_lm_models import bbc_bpe
+from tests.builders.causal_lm import bbc_bpe
 
 log = logging.getLogger("causal_lm_bbc")
 

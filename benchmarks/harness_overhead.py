@@ -10,7 +10,7 @@ in interleaved rounds on one thread, times the same inputs five ways:
   bench_onnx         the full entry the pipeline calls (new session, feeds, harness)
 
 Targets: harness/session within 2% of the bare loop; runtime A and B within a few % of
-each other (noise on this shared box: facts.md says 1-thread p50 moves 2-10%).
+each other (noise on a shared 2-core box: 1-thread p50 moved 2-10% between quiet runs).
 
     PYTHONPATH=. python benchmarks/harness_overhead.py [--rounds 5] [--runs 50] [--seq 128]
 """
@@ -30,7 +30,7 @@ import numpy as np
 
 def export_minilm(folder: Path) -> tuple[Path, Path]:
     """The fp32 MiniLM graph and tokenizer, exported by edgegolf's own pipeline."""
-    from benchmarks.minilm_bundle import fp32_minilm_bundle
+    from tests.builders.minilm import fp32_minilm_bundle
 
     bundle = fp32_minilm_bundle(folder / "minilm")
     return bundle / "model.onnx", bundle / "tokenizer.json"
@@ -59,7 +59,12 @@ def main() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     from edgegolf.data import load_labelled_texts
-    from edgegolf.devices import bench_onnx, fixed_shape_feeds, get_profile, measure_latency
+    from edgegolf.devices import (
+        bench_onnx,
+        fixed_shape_feeds,
+        get_profile,
+        measure_latency,
+    )
     from edgegolf.runtime.models import open_model
     from edgegolf.runtime.session import create_session
     from edgegolf.runtime.spec import ModelSpec

@@ -5,11 +5,11 @@ alternating rounds of one run:
 
   local    `edgegolf bench --device cpu-1`: the in-process harness through edgegolf.runtime
   ssh      `edgegolf bench --device ssh://...` to a real SSH server on 127.0.0.1 (the one
-           tests/test_remote_ssh.py starts): SFTP copy, runner.py in a fresh python, raw
+           tests/builders/ssh.py starts): SFTP copy, runner.py in a fresh python, raw
            samples summarised here by the same latency_stats
 
-The two should agree within the noise of this machine (facts.md: 1-thread p50 moves 2-10%
-between quiet runs); the remote side also reports cold start and peak RSS.
+The two should agree within the noise of this machine (measured on a shared 2-core box: 1-thread
+p50 moved 2-10% between quiet runs); the remote side also reports cold start and peak RSS.
 
     PYTHONPATH=. python benchmarks/remote_loopback.py [--rounds 4] [--runs 40] [--bundle DIR]
 """
@@ -34,11 +34,11 @@ def main() -> None:
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
-    from benchmarks.minilm_bundle import fp32_minilm_bundle
     from edgegolf.devices.bench import BenchSettings, bench, bench_texts
     from edgegolf.devices.profiles import DeviceProfile, get_profile
     from edgegolf.devices.remote import RemoteOptions
-    from tests.test_remote_ssh import LoopbackServer
+    from tests.builders.minilm import fp32_minilm_bundle
+    from tests.builders.ssh import LoopbackServer
 
     bundle = fp32_minilm_bundle(args.bundle)
     texts = bench_texts()

@@ -37,14 +37,6 @@ REPO = Path(__file__).resolve().parents[1]
 SEQ = 128
 
 
-# --- the bundle -------------------------------------------------------------------------------
-def build_minilm_bundle(folder: Path) -> Path:
-    """The fp32 MiniLM bundle, made by edgegolf's own pipeline."""
-    from benchmarks.minilm_bundle import fp32_minilm_bundle
-
-    return fp32_minilm_bundle(folder)
-
-
 def text_of_exactly(tokenizer_path: Path, tokens: int) -> str:
     """A prefix of a real BBC article that tokenizes to exactly `tokens` tokens ([CLS] and [SEP] included)."""
     import importlib.util
@@ -139,7 +131,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=300, help="timed rounds (each times all three paths once)")
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (facts.md: 1 is stable here)")
+    parser.add_argument("--threads", type=int, default=1, help="onnxruntime intra-op threads (1 is the stable choice on a shared box)")
     parser.add_argument("--processes", type=int, default=5, help="fresh processes for import time and RSS")
     parser.add_argument("--bundle", type=Path, help="an existing feature-extraction bundle (default: export MiniLM)")
     parser.add_argument("--cache", type=Path, default=Path(tempfile.gettempdir()) / "edgegolf-bench" / "minilm-fp32")
@@ -151,7 +143,9 @@ def main() -> None:
         bundle = args.cache
         if not (bundle / "manifest.json").exists():
             print(f"exporting all-MiniLM-L6-v2 to {bundle} ...", flush=True)
-            build_minilm_bundle(bundle)
+            from tests.builders.minilm import fp32_minilm_bundle  # made by edgegolf's own pipeline
+
+            fp32_minilm_bundle(bundle)
 
     from edgegolf.runtime import load
 

@@ -228,10 +228,11 @@ def search_command(
     (OUT holds the closest candidate), 2 bad input or other error.
     """
     _pipeline()
-    try:
-        from edgegolf.search import search
-    except ImportError as exc:
-        raise MissingExtraError(f"search needs the 'search' extra ({exc.name or exc}): pip install 'edgegolf[search]'") from None
+    from edgegolf.extras import require_extra
+
+    require_extra("search", "optuna", needed_by="edgegolf search")  # before any work
+    from edgegolf.search import search
+
     result = search(source, output=output, budget=budget, trials=trials, time_limit=time, storage=storage,
                     study=study, task=task, recipe=recipe,
                     overrides={"bench.device": device, "evaluate.limit": eval_limit}, distill=distill,

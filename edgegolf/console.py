@@ -13,8 +13,9 @@ def main() -> None:
     try:
         from edgegolf.cli import main as cli_main
     except ImportError as exc:
-        print(f"error: edgegolf's command line needs the 'compress' extra ({exc.name or exc} is not installed): "
-              "pip install 'edgegolf[compress]'", file=sys.stderr)
+        from edgegolf.extras import missing_extra
+
+        print(f"error: {missing_extra('compress', 'the edgegolf command line', exc)}", file=sys.stderr)
         sys.exit(EXIT_ERROR)
     cli_main()
 

@@ -17,7 +17,6 @@ from typing import Any
 from edgegolf.errors import DataError
 
 TABLE_SUFFIXES = (".csv", ".jsonl", ".parquet")
-PARQUET_INSTALL = "pip install pyarrow, or pip install 'edgegolf[parquet]'"
 
 
 @dataclass(frozen=True)
@@ -107,12 +106,11 @@ def _read_csv(path: Path, what: str):
 
 
 def _read_parquet(path: Path, what: str):
-    try:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
-    except ImportError:
-        raise DataError(f"{what} {str(path)!r} is parquet, which needs pyarrow: {PARQUET_INSTALL} "
-                        "(or give .jsonl or .csv)") from None
+    from edgegolf.extras import require_extra
+
+    needed_by, otherwise = f"{what} {str(path)!r} (a parquet file)", "; or give .jsonl or .csv"
+    pa = require_extra("parquet", "pyarrow", needed_by=needed_by, otherwise=otherwise)
+    pq = require_extra("parquet", "pyarrow.parquet", needed_by=needed_by, otherwise=otherwise)
     try:
         table = pq.read_table(path)
     except pa.ArrowException as exc:  # ArrowInvalid & co. for a broken file

@@ -24,11 +24,12 @@ def _check_fields(section: str, data: Any, allowed: set[str]) -> dict[str, Any]:
         raise RecipeError(f"recipe [{section}] must be a table, got {data!r}")
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise RecipeError(f"recipe [{section}] has unknown field {unknown[0]!r}; accepted: {', '.join(sorted(allowed))}")
+        raise RecipeError(f"recipe [{section}] has unknown field {unknown[0]!r}; "
+                          f"accepted: {', '.join(sorted(allowed))}")
     return data
 
 
-def _typed(section: str, name: str, value: Any, kind: type, *, choices: tuple = (), minimum: float | None = None,
+def _typed(section: str, name: str, value: Any, kind: type[Any], *, choices: tuple = (), minimum: float | None = None,
            maximum: float | None = None) -> Any:
     where = f"{section}.{name}"
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
@@ -68,7 +69,7 @@ class ExportSettings:
     layout: tuple[str, ...] = ()  # extra files other loaders need (edgegolf/layouts.py), e.g. "sentence-transformers"
 
     @classmethod
-    def from_dict(cls, data: Any) -> "ExportSettings":
+    def from_dict(cls, data: Any) -> ExportSettings:
         from edgegolf.layouts import layout_names
 
         d = _check_fields("export", data, {f.name for f in fields(cls)})
@@ -76,7 +77,8 @@ class ExportSettings:
         return cls(
             exporter=_typed("export", "exporter", d.get("exporter", base.exporter), str, choices=("torch", "optimum")),
             opset=_typed("export", "opset", d.get("opset", base.opset), int, minimum=14, maximum=23),
-            max_length=_typed("export", "max_length", d.get("max_length", base.max_length), int, minimum=8, maximum=8192),
+            max_length=_typed("export", "max_length", d.get("max_length", base.max_length), int,
+                              minimum=8, maximum=8192),
             atol=_typed("export", "atol", d.get("atol", base.atol), float, minimum=0.0),
             layout=_string_list("export", "layout", d.get("layout", base.layout), choices=layout_names()),
         )
@@ -87,7 +89,7 @@ class OptimizeSettings:
     mode: str = "auto"  # auto: keep the fused graph only if measured faster; on; off
 
     @classmethod
-    def from_dict(cls, data: Any) -> "OptimizeSettings":
+    def from_dict(cls, data: Any) -> OptimizeSettings:
         d = _check_fields("optimize", data, {"mode"})
         return cls(mode=_typed("optimize", "mode", d.get("mode", "auto"), str, choices=("auto", "on", "off")))
 
@@ -106,7 +108,7 @@ class EvaluateSettings:
     compare: tuple[str, ...] = ()
 
     @classmethod
-    def from_dict(cls, data: Any) -> "EvaluateSettings":
+    def from_dict(cls, data: Any) -> EvaluateSettings:
         d = _check_fields("evaluate", data, {f.name for f in fields(cls)})
         base = cls()
         return cls(
@@ -134,7 +136,7 @@ class BenchSettings:
     max_seconds: float = 10.0
 
     @classmethod
-    def from_dict(cls, data: Any) -> "BenchSettings":
+    def from_dict(cls, data: Any) -> BenchSettings:
         d = _check_fields("bench", data, {f.name for f in fields(cls)})
         base = cls()
         return cls(
@@ -162,7 +164,7 @@ class Recipe:
     SECTIONS = ("task", "prune", "distill", "export", "optimize", "quantize", "evaluate", "bench", "budget")
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Recipe":
+    def from_dict(cls, data: Any) -> Recipe:
         if not isinstance(data, dict):
             raise RecipeError(f"a recipe must be a table of sections, got {type(data).__name__}")
         unknown = sorted(set(data) - set(cls.SECTIONS))
@@ -228,7 +230,7 @@ class Budget:
     max_accuracy_drop: float | None = None  # task metric of teacher minus artifact, in points
 
     @classmethod
-    def from_dict(cls, data: Any) -> "Budget":
+    def from_dict(cls, data: Any) -> Budget:
         names = {f.name for f in fields(cls)}
         d = _check_fields("budget", data, names)
         values = {}
@@ -237,7 +239,7 @@ class Budget:
         return cls(**values)
 
     @classmethod
-    def parse(cls, text: str) -> "Budget":
+    def parse(cls, text: str) -> Budget:
         """Parse the CLI form, e.g. "size<=24MB,p50<=8ms,drop<=0.5"."""
         values: dict[str, float] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):

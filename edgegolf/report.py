@@ -49,35 +49,27 @@ def measured_conditions(result: CompressResult) -> str:
     return bundle_view(manifest_of(result))["conditions"]
 
 
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float)):
-        return repr(value)
-    if isinstance(value, str):
-        return '"' + value.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(v) for v in value) + "]"
-    raise TypeError(f"cannot write {value!r} to TOML")
-
-
 def recipe_toml(recipe: Recipe, budget: Budget) -> str:
     """The full recipe as TOML: `edgegolf compress SOURCE --recipe recipe.toml` reruns it.
 
+    Written by tomli_w, so any string (newlines, quotes) and any nested table reads back as it
+    was. TOML has no null: unset (None) values are left out, which reads back as the default.
     Its file paths are written absolute: read from the bundle, a relative path would be taken
     relative to the bundle folder, not to where the run started."""
     from pathlib import Path
 
+    import tomli_w
+
     from edgegolf.recipe import resolve_paths
+
+    def without_none(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {str(k): without_none(v) for k, v in value.items() if v is not None}
+        if isinstance(value, (list, tuple)):
+            return [without_none(v) for v in value]
+        return value
 
     data = recipe.to_dict()
     resolve_paths(data, Path.cwd())
-    lines = ["# written by edgegolf: the recipe this bundle was built with", ""]
-    if "task" in data:
-        lines += [f"task = {_toml_value(data.pop('task'))}", ""]
-    tables = {**data, "budget": budget.to_dict()}
-    for name, table in tables.items():
-        lines.append(f"[{name}]")
-        lines += [f"{key} = {_toml_value(value)}" for key, value in table.items() if value is not None]
-        lines.append("")
-    return "\n".join(lines)
+    tables = without_none({**data, "budget": budget.to_dict()})
+    return "# written by edgegolf: the recipe this bundle was built with\n\n" + tomli_w.dumps(tables)

@@ -1,55 +1,25 @@
-"""Shared fixtures: tiny real models built here, on a vocabulary taken from real BBC text."""
+"""Shared fixtures: tiny real models (built by tests/builders), on a vocabulary taken from real BBC text.
+Test modules import builders from tests/builders, never from each other."""
 
 from __future__ import annotations
 
-import collections
-import re
 from pathlib import Path
 
 import pytest
 
+from tests.builders.models import save_tiny_bert
+
 # The support matrix: a test claims (task, architecture, stage) cells it shows working with
 #     @pytest.mark.support(task="causal-lm", arch="gpt2", stage=("export", "quantize:int4"))
-# (arch: the config's model_type; stage: one name or a tuple, see tests/support_matrix.STAGES;
+# (arch: the config's model_type; stage: one name or a tuple, see tests/builders/support_matrix.STAGES;
 # "{kind}" fills in a parametrize argument). `pytest --support-record PATH` records the outcomes;
-# `python -m tests.support_matrix --run` runs every marked test and renders the README table.
-from tests.support_matrix import (  # noqa: E402,F401  (pytest finds hooks by name here)
+# `python -m tests.builders.support_matrix --run` runs every marked test and renders the README table.
+from tests.builders.support_matrix import (  # noqa: E402,F401  (pytest finds hooks by name here)
     pytest_addoption,
     pytest_configure,
     pytest_runtest_makereport,
     pytest_sessionfinish,
 )
-
-SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-
-
-def bbc_vocabulary(size: int = 1500) -> dict[str, int]:
-    """The most frequent lower-cased words of BBC News, as a WordPiece vocabulary."""
-    from edgegolf.data import load_labelled_texts
-
-    counts = collections.Counter()
-    for text in load_labelled_texts().texts[::5]:
-        counts.update(re.findall(r"[a-z]+|[0-9]|[^\sa-z0-9]", text.lower()))
-    words = [w for w, _ in counts.most_common(size)]
-    return {token: i for i, token in enumerate(SPECIALS + words)}
-
-
-def save_tiny_bert(folder: Path, *, classifier: bool = False, seed: int = 0) -> Path:
-    import torch
-    from transformers import BertConfig, BertForSequenceClassification, BertModel, BertTokenizer
-
-    torch.manual_seed(seed)
-    vocab = bbc_vocabulary()
-    tokenizer = BertTokenizer(vocab=vocab, do_lower_case=True)
-    labels = ["business", "entertainment", "politics", "sports", "tech"]
-    config = BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        max_position_embeddings=256, id2label=dict(enumerate(labels)), label2id={l: i for i, l in enumerate(labels)},
-    )
-    model = (BertForSequenceClassification if classifier else BertModel)(config).eval()
-    model.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
 
 
 @pytest.fixture(scope="session")
@@ -73,8 +43,26 @@ def pruned_folder(tiny_bert, tmp_path_factory) -> Path:
     return out
 
 
-# A quick recipe for tests: a small stratified evaluation subset and short latency runs.
-QUICK = {
-    "evaluate": {"limit": 60, "calibration_size": 8},
-    "bench": {"runs": 10, "warmup": 2, "max_seconds": 2.0},
-}
+
+
+# A tiny BERT exported once per session (tests/builders/export.py), for the export and quantize tests.
+@pytest.fixture(scope="session")
+def texts():
+    """Real BBC News text and a WordPiece tokenizer of its own frequent words (builders.export.Texts)."""
+    from tests.builders.export import Texts
+
+    return Texts()
+
+
+@pytest.fixture(scope="session")
+def exported(texts, tmp_path_factory):
+    """(module, path of its verified fp32 export)."""
+    from edgegolf.export.onnx import export_onnx
+    from tests.builders.export import INPUTS, OUTPUTS, LastHiddenState, tiny_bert_module
+
+    module = LastHiddenState(tiny_bert_module(len(texts.vocab)))
+    path = tmp_path_factory.mktemp("export") / "model.onnx"
+    report = export_onnx(module, path, input_names=INPUTS, output_names=OUTPUTS,
+                         sample_feeds=texts.feeds(texts.texts[:2]),
+                         verify_feeds=[texts.feeds(texts.texts[:1]), texts.feeds(texts.texts[1:4], 48)], atol=1e-4)
+    return module, report

@@ -33,8 +33,9 @@ from typing import Any
 import pytest
 
 from edgegolf.errors import EXIT_ERROR, EXIT_FITS
+from tests.builders.bad_files import asks_for_remote_code, edit_json
+from tests.builders.paths import ROOT
 
-ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "bad-inputs.md"
 UNREACHABLE_HUB = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused
 
@@ -45,7 +46,7 @@ class Models:
 
     bert: Path
     bundle: Path
-    ssh: Any  # tests.test_remote_ssh.LoopbackServer: asyncssh's server, a generated host key, one client key
+    ssh: Any  # tests.builders.ssh.LoopbackServer: asyncssh's server, a generated host key, one client key
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,7 @@ class Case:
     subprocess: bool = False  # run `python -m edgegolf` (import time, environment)
     env: dict[str, str] = field(default_factory=dict)
     shown: str | None = None  # the command as the table shows it, when the arguments are too long to print
+    without: tuple[str, ...] = ()  # packages absent in this run (a subprocess), as without their extra
 
 
 @dataclass(frozen=True)
@@ -124,12 +126,6 @@ def verify(change: Callable[[Path], None], *extra: str, command: str = "verify")
     return build
 
 
-def edit_json(path: Path, change: Callable[[dict], None]) -> None:
-    data = json.loads(path.read_text())
-    change(data)
-    path.write_text(json.dumps(data))
-
-
 def relist(folder: Path) -> None:
     """Rewrite the manifest's hashes, as someone would who swapped a file on purpose."""
     from edgegolf.runtime.manifest import write_manifest
@@ -181,25 +177,6 @@ def pickled_weights(folder: Path) -> None:
     weights.unlink()
 
 
-REMOTE_CODE_MARKER = "remote-code-ran.txt"
-# transformers imports remote code from a copy in its modules cache, so the marker path is absolute
-REMOTE_CODE = """
-from pathlib import Path
-Path({marker!r}).write_text("the model's code ran")
-from transformers import BertModel
-class CustomModel(BertModel):
-    pass
-"""
-
-
-def asks_for_remote_code(folder: Path) -> None:
-    """config.json maps AutoModel to custom_model.py beside it; importing that file writes a
-    marker file beside the model folder."""
-    marker = str(folder.resolve().parent / REMOTE_CODE_MARKER)
-    (folder / "custom_model.py").write_text(REMOTE_CODE.format(marker=marker))
-    edit_json(folder / "config.json", lambda c: c.update(auto_map={"AutoModel": "custom_model.CustomModel"}))
-
-
 def one_class(data: Path) -> None:
     (data / "sport").mkdir()
     for i in range(3):
@@ -237,6 +214,17 @@ def remote_bench(*, port: str = "server", known: str = "server", key: str = "cli
 
 
 LONG_TEXT = "the bank shares fell " * 50_000  # 1,050,000 characters
+
+# `python -c WITHOUT a,b ARGS...` runs `edgegolf ARGS...` with packages a and b absent: an
+# import of either raises ModuleNotFoundError, exactly as where the extra is not installed
+# (the packages themselves are untouched; nothing of theirs is imitated).
+WITHOUT = r"""
+import runpy, sys
+for name in sys.argv[1].split(","):
+    sys.modules[name] = None
+sys.argv = ["edgegolf", *sys.argv[2:]]
+runpy.run_module("edgegolf", run_name="__main__", alter_sys=True)
+"""
 
 
 CASES: list[Case] = [
@@ -330,6 +318,22 @@ CASES: list[Case] = [
     Case("device: key the SSH server does not accept", remote_bench(key="wrong"), "refused authentication for tester"),
     Case("device: SSH host key not in known_hosts", remote_bench(known="empty"), "has an unknown host key"),
     Case("device: SSH host key that changed", remote_bench(known="other"), "which differs from the one in known_hosts"),
+    # optional extras that are not installed (edgegolf/extras.py)
+    Case("search extra missing (optuna not installed)",
+         lambda t, m: ["search", model(t, m), "--budget", "size<=10MB", "-o", "out"],
+         "edgegolf search needs the 'search' extra (optuna is not installed)", without=("optuna",)),
+    Case("remote extra missing (asyncssh not installed)",
+         lambda t, m: ["bench", bundle(t, m), "--device", "ssh://tester@127.0.0.1:22", "--seq", "8"],
+         "needs the 'remote' extra (asyncssh is not installed)", without=("asyncssh",)),
+    Case("parquet extra missing (pyarrow not installed)",
+         lambda t, m: ["compress", model(t, m), "--data", write(t, "news.parquet", b"PAR1\x00\x00PAR1"), "-o", "out"],
+         "needs the 'parquet' extra (pyarrow is not installed)", without=("pyarrow",)),
+    Case("distributed extra missing (accelerate not installed), launched as 2 processes",
+         lambda t, m: ["distill", model(t, m), model(t, m, "student"), "-o", "out"],
+         "needs the 'distributed' extra (accelerate is not installed)", without=("accelerate",),
+         env={"WORLD_SIZE": "2"}),
+    Case("optimum extra missing (optimum-onnx not installed)", compress("--exporter", "optimum"),
+         "--exporter optimum needs the 'optimum' extra (optimum-onnx is not installed)", without=("optimum",)),
     # the runtime's input
     Case("bundle whose max_length leaves no room for text (cannot truncate)",
          verify(lambda b: edit_json(b / "manifest.json", lambda m: m["model"].update(max_length=1))),
@@ -385,9 +389,10 @@ def run_case(case: Case, folder: Path, models: Models) -> Outcome:
     cwd = os.getcwd()
     os.chdir(folder)  # relative paths: the messages read as a user's would
     try:
-        if case.subprocess:
+        if case.subprocess or case.without:
             env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_CACHE": str(folder / ".hf-cache"), **case.env}
-            done = subprocess.run([sys.executable, "-m", "edgegolf", *args], check=False, capture_output=True,
+            start = ["-c", WITHOUT, ",".join(case.without)] if case.without else ["-m", "edgegolf"]
+            done = subprocess.run([sys.executable, *start, *args], check=False, capture_output=True,
                                   text=True, env=env, timeout=300)
             code, stdout, stderr = done.returncode, done.stdout, done.stderr
         else:
@@ -455,11 +460,11 @@ def markdown(outcomes: list[tuple[Case, Outcome]]) -> str:
 
 @contextlib.contextmanager
 def build_models(folder: Path, bert: Path | None = None):
-    from tests.test_remote_ssh import LoopbackServer
-    from tests.test_runtime_bundles import build_bundle
+    from tests.builders.bundles import build_bundle
+    from tests.builders.ssh import LoopbackServer
 
     if bert is None:
-        from tests.conftest import save_tiny_bert
+        from tests.builders.models import save_tiny_bert
 
         bert = save_tiny_bert(folder / "tiny-bert")
     built = build_bundle(folder / "tiny-bundle")

@@ -12,10 +12,10 @@ from edgegolf.devices.compare import compare, ratio_of_medians_ci
 from edgegolf.devices.profiles import get_profile
 from edgegolf.reports import validate
 from edgegolf.runtime.manifest import write_manifest
-from tests.cli_helpers import run_cli
-from tests.conftest import bbc_vocabulary
-from tests.test_devices_onnx import _save_embedder, _save_tokenizer
-from tests.test_runtime_bundles import build_bundle
+from tests.builders.bundles import build_bundle
+from tests.builders.cli import run_cli
+from tests.builders.embedder import save_embedder, save_wordpiece_tokenizer
+from tests.builders.models import bbc_vocabulary
 
 TEXTS = ["the bank shares fell after results in the market", "the band released a new album and film"] * 4
 
@@ -30,9 +30,9 @@ def graphs(tmp_path_factory):
     """Two bare graphs sharing one tokenizer.json: narrow (32) and wide (4096) embeddings."""
     folder = tmp_path_factory.mktemp("graphs")
     vocab = bbc_vocabulary()
-    _save_tokenizer(folder / "tokenizer.json", vocab)
-    _save_embedder(folder / "narrow.onnx", len(vocab), 32)
-    _save_embedder(folder / "wide.onnx", len(vocab), 4096)
+    save_wordpiece_tokenizer(folder / "tokenizer.json", vocab)
+    save_embedder(folder / "narrow.onnx", len(vocab), 32)
+    save_embedder(folder / "wide.onnx", len(vocab), 4096)
     return folder
 
 

@@ -20,8 +20,8 @@ from edgegolf.runtime.causal_lm import score_text, untruncated
 from edgegolf.runtime.spec import ModelSpec
 from edgegolf.tasks import get_task, infer_task
 from edgegolf.tasks.causal_lm import text_chunks
-from tests.causal_lm_models import bbc_texts, save_tiny_lm
-from tests.conftest import QUICK
+from tests.builders.causal_lm import bbc_texts, save_tiny_lm
+from tests.builders.recipes import QUICK
 
 ARCHS = ("llama", "gpt2")
 PROMPTS = ["The government said on Tuesday that", "Shares in the"]
@@ -248,7 +248,7 @@ def test_text_files_split_into_held_out_chunks(tmp_path):
 
 def test_lm_bundle_runs_without_torch(gpt2_bundle):
     """The app side: load, score and generate with torch and transformers blocked from import."""
-    from tests.test_runtime_isolation import APP, BLOCKED
+    from tests.builders.isolation import APP, BLOCKED
 
     blocker = APP.split("import json")[0]
     app = blocker + (

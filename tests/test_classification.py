@@ -12,8 +12,8 @@ import edgegolf
 from edgegolf.data import load_labelled_texts
 from edgegolf.runtime import load
 from edgegolf.tasks.text_classification import class_ids, macro_f1
-from tests.cli_helpers import run_cli
-from tests.conftest import QUICK
+from tests.builders.cli import run_cli
+from tests.builders.recipes import QUICK
 
 CLASSES = ["business", "entertainment", "politics", "sports", "tech"]  # the tiny classifier's id2label
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from edgegolf.errors import EXIT_DOES_NOT_FIT, EXIT_ERROR, EXIT_FITS
-from tests.cli_helpers import run_cli
+from tests.builders.cli import run_cli
 
 QUICK_FLAGS = ["--eval-limit", "40"]
 

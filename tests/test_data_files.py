@@ -8,7 +8,7 @@ import os
 import pytest
 
 from edgegolf.data import load_labelled_texts, stratified_split
-from edgegolf.errors import DataError
+from edgegolf.errors import DataError, MissingExtraError
 
 ROWS = [("Shares fell sharply.", "business"), ("The striker scored twice.", "sport"),
         ("Profits rose again.", "business"), ("The keeper saved a penalty.", "sport")]
@@ -134,6 +134,7 @@ def test_parquet_without_pyarrow_names_the_extra(tmp_path, monkeypatch):
     # pyarrow is installed here; hide it as a user without the extra would lack it.
     monkeypatch.setitem(sys.modules, "pyarrow", None)
     monkeypatch.setitem(sys.modules, "pyarrow.parquet", None)
-    with pytest.raises(DataError) as info:
+    with pytest.raises(MissingExtraError) as info:
         load_labelled_texts(tmp_path / "a.parquet")
-    assert "needs pyarrow" in one_line(info) and "edgegolf[parquet]" in str(info.value)
+    assert "needs the 'parquet' extra (pyarrow is not installed)" in one_line(info)
+    assert "edgegolf[parquet]" in str(info.value)

@@ -14,8 +14,8 @@ from edgegolf.devices.cuda import bench_torch_cuda, check_torch_cuda, ort_provid
 from edgegolf.devices.inputs import bench_onnx
 from edgegolf.devices.profiles import get_profile
 from edgegolf.errors import DeviceError, MissingExtraError, RecipeError
-from tests.cli_helpers import run_cli
-from tests.test_runtime_bundles import build_bundle
+from tests.builders.bundles import build_bundle
+from tests.builders.cli import run_cli
 
 HAS_ORT_CUDA = "CUDAExecutionProvider" in ort.get_available_providers()
 TEXTS = ["the bank shares fell after results", "the band released a new album"] * 4

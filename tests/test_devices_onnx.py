@@ -9,69 +9,38 @@ from __future__ import annotations
 import os
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
-from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+from tokenizers import Tokenizer
 
 from edgegolf.data import load_labelled_texts
-from edgegolf.devices.inputs import bench_onnx, fixed_shape_feeds, fixed_shape_from_encoder
+from edgegolf.devices.inputs import (
+    bench_onnx,
+    fixed_shape_feeds,
+    fixed_shape_from_encoder,
+)
 from edgegolf.devices.memory import peak_rss_onnx
 from edgegolf.devices.profiles import DeviceProfile, get_profile
 from edgegolf.errors import BundleError, DataError, RecipeError
 from edgegolf.runtime.models import open_model
-from edgegolf.runtime.spec import ModelSpec
-from tests.conftest import bbc_vocabulary
+from tests.builders.embedder import (
+    MAX_LENGTH,
+    NAMES,
+    embedder_spec,
+    save_embedder,
+    save_wordpiece_tokenizer,
+)
+from tests.builders.models import bbc_vocabulary
 
-NAMES = ("input_ids", "attention_mask", "token_type_ids")
-MAX_LENGTH = 256
 MB = 1 << 20
-
-
-def _spec() -> ModelSpec:
-    return ModelSpec(task="feature-extraction", input_names=NAMES, output_names=("last_hidden_state",),
-                     max_length=MAX_LENGTH, pad_token_id=0, pad_token="[PAD]")
-
-
-def _save_tokenizer(path, vocab: dict[str, int]) -> Tokenizer:
-    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))
-    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tokenizer.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
-    tokenizer.save(str(path))
-    return tokenizer
-
-
-def _save_embedder(path, vocab_size: int, width: int) -> None:
-    """last_hidden_state = (word[input_ids] + segment[token_type_ids]) * attention_mask."""
-    rng = np.random.default_rng(0)
-    nodes = [
-        helper.make_node("Gather", ["word", "input_ids"], ["w"]),
-        helper.make_node("Gather", ["segment", "token_type_ids"], ["s"]),
-        helper.make_node("Add", ["w", "s"], ["h"]),
-        helper.make_node("Cast", ["attention_mask"], ["m"], to=TensorProto.FLOAT),
-        helper.make_node("Unsqueeze", ["m", "axis"], ["m3"]),
-        helper.make_node("Mul", ["h", "m3"], ["last_hidden_state"]),
-    ]
-    graph = helper.make_graph(
-        nodes, "embedder",
-        [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "seq"]) for n in NAMES],
-        [helper.make_tensor_value_info("last_hidden_state", TensorProto.FLOAT, ["batch", "seq", width])],
-        [numpy_helper.from_array(rng.standard_normal((vocab_size, width)).astype(np.float32), "word"),
-         numpy_helper.from_array(rng.standard_normal((2, width)).astype(np.float32), "segment"),
-         numpy_helper.from_array(np.array([2], dtype=np.int64), "axis")],
-    )
-    onnx.save_model(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
 @pytest.fixture(scope="module")
 def artifact(tmp_path_factory):
     folder = tmp_path_factory.mktemp("devices-onnx")
     vocab = bbc_vocabulary()
-    tokenizer = _save_tokenizer(folder / "tokenizer.json", vocab)
-    _save_embedder(folder / "small.onnx", len(vocab), 32)
-    _save_embedder(folder / "big.onnx", len(vocab), 8192)  # 1505 x 8192 float32: ~47 MB of weights
+    tokenizer = save_wordpiece_tokenizer(folder / "tokenizer.json", vocab)
+    save_embedder(folder / "small.onnx", len(vocab), 32)
+    save_embedder(folder / "big.onnx", len(vocab), 8192)  # 1505 x 8192 float32: ~47 MB of weights
     return folder, tokenizer
 
 
@@ -82,7 +51,7 @@ def texts() -> list[str]:
 
 def test_feeds_have_the_exact_shape_and_real_tokens(artifact, texts):
     folder, tokenizer = artifact
-    model = open_model(folder / "small.onnx", folder / "tokenizer.json", _spec(), threads=1)
+    model = open_model(folder / "small.onnx", folder / "tokenizer.json", embedder_spec(), threads=1)
     feeds = fixed_shape_feeds(model, texts, batch=3, seq=128)
     assert set(feeds) == set(NAMES)
     for array in feeds.values():
@@ -102,7 +71,7 @@ def test_feeds_have_the_exact_shape_and_real_tokens(artifact, texts):
 
 def test_short_texts_are_joined_and_repeated(artifact):
     folder, tokenizer = artifact
-    model = open_model(folder / "small.onnx", folder / "tokenizer.json", _spec(), threads=1)
+    model = open_model(folder / "small.onnx", folder / "tokenizer.json", embedder_spec(), threads=1)
     short = ["Shares rose in London.", "The film won an award."]
     feeds = fixed_shape_feeds(model, short, batch=2, seq=40)
     assert feeds["input_ids"].shape == (2, 40) and feeds["attention_mask"].all()
@@ -115,7 +84,7 @@ def test_short_texts_are_joined_and_repeated(artifact):
 
 def test_feeds_refuse_impossible_requests(artifact, texts):
     folder, _ = artifact
-    model = open_model(folder / "small.onnx", folder / "tokenizer.json", _spec(), threads=1)
+    model = open_model(folder / "small.onnx", folder / "tokenizer.json", embedder_spec(), threads=1)
     with pytest.raises(RecipeError, match=f"seq is 300; accepted: at most the model's max_length, {MAX_LENGTH}"):
         fixed_shape_feeds(model, texts, batch=1, seq=300)
     with pytest.raises(RecipeError, match="batch is 0"):
@@ -140,7 +109,7 @@ def test_encoder_that_cannot_fill_a_row(artifact):
 
 def test_bench_onnx_times_the_runtime(artifact, texts):
     folder, _ = artifact
-    stats = bench_onnx(folder / "small.onnx", folder / "tokenizer.json", _spec(), get_profile("cpu-1"), texts,
+    stats = bench_onnx(folder / "small.onnx", folder / "tokenizer.json", embedder_spec(), get_profile("cpu-1"), texts,
                        batch=2, seq=64, warmup=2, runs=15, max_seconds=None)
     assert stats.runs == 15
     assert 0 < stats.min_ms <= stats.p50_ms <= stats.p99_ms <= stats.max_ms < 1000
@@ -151,16 +120,16 @@ def test_bench_onnx_with_pinned_core(artifact, texts):
     folder, _ = artifact
     before = os.sched_getaffinity(0)
     profile = DeviceProfile("pinned", threads=1, cores=(min(before),))
-    stats = bench_onnx(folder / "small.onnx", folder / "tokenizer.json", _spec(), profile, texts,
+    stats = bench_onnx(folder / "small.onnx", folder / "tokenizer.json", embedder_spec(), profile, texts,
                        batch=1, seq=32, warmup=1, runs=5, max_seconds=None)
     assert stats.runs == 5 and os.sched_getaffinity(0) == before
 
 
 def test_peak_rss_of_a_fresh_process_grows_with_the_model(artifact, texts):
     folder, _ = artifact
-    small = peak_rss_onnx(folder / "small.onnx", folder / "tokenizer.json", _spec(), threads=1, batch=1, seq=64,
+    small = peak_rss_onnx(folder / "small.onnx", folder / "tokenizer.json", embedder_spec(), threads=1, batch=1, seq=64,
                           texts=texts)
-    big = peak_rss_onnx(folder / "big.onnx", folder / "tokenizer.json", _spec(), threads=1, batch=1, seq=64,
+    big = peak_rss_onnx(folder / "big.onnx", folder / "tokenizer.json", embedder_spec(), threads=1, batch=1, seq=64,
                         texts=texts)
     assert small > 10 * MB
     assert big - small > 30 * MB  # the big graph holds ~47 MB more weights
@@ -169,8 +138,8 @@ def test_peak_rss_of_a_fresh_process_grows_with_the_model(artifact, texts):
 def test_peak_rss_child_errors_keep_their_class(artifact, texts, tmp_path):
     folder, _ = artifact
     with pytest.raises(RecipeError, match="seq is 999"):
-        peak_rss_onnx(folder / "small.onnx", folder / "tokenizer.json", _spec(), threads=1, seq=999, texts=texts)
+        peak_rss_onnx(folder / "small.onnx", folder / "tokenizer.json", embedder_spec(), threads=1, seq=999, texts=texts)
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a protobuf")
     with pytest.raises(BundleError, match="broken.onnx"):
-        peak_rss_onnx(broken, folder / "tokenizer.json", _spec(), threads=1, seq=16, texts=texts)
+        peak_rss_onnx(broken, folder / "tokenizer.json", embedder_spec(), threads=1, seq=16, texts=texts)

@@ -23,7 +23,7 @@ from edgegolf.compression.distill import (
 )
 from edgegolf.compression.prune import parse_prune_spec, prune_model
 from edgegolf.errors import DataError, RecipeError
-from tests.conftest import bbc_vocabulary
+from tests.builders.models import bbc_vocabulary
 
 LABELS = ["business", "entertainment", "politics", "sport", "tech"]
 

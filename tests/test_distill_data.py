@@ -9,7 +9,7 @@ import pytest
 
 from edgegolf.compression.distill import load_transfer, load_transfer_texts
 from edgegolf.data import LabelledTexts, Split
-from edgegolf.errors import DataError
+from edgegolf.errors import DataError, MissingExtraError
 
 
 def one_line(info) -> str:
@@ -116,9 +116,9 @@ def test_a_saved_dataset_without_the_datasets_package_says_what_to_install(tmp_p
 @pytest.mark.skipif(importlib.util.find_spec("pyarrow") is not None, reason="pyarrow is installed")
 def test_parquet_without_pyarrow_says_what_to_install(tmp_path):
     (tmp_path / "a.parquet").write_bytes(b"PAR1\x00\x00PAR1")
-    with pytest.raises(DataError) as info:
+    with pytest.raises(MissingExtraError) as info:
         load_transfer_texts(str(tmp_path / "a.parquet"), "text")
-    assert "needs pyarrow: pip install pyarrow" in one_line(info)
+    assert "needs the 'parquet' extra (pyarrow is not installed)" in one_line(info)
 
 
 @pytest.mark.skipif(importlib.util.find_spec("pyarrow") is None, reason="pyarrow is not installed")

@@ -16,7 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.cli_helpers import run_cli, run_cli_interrupted_after_checkpoint
+from tests.builders.cli import run_cli, run_cli_interrupted_after_checkpoint
 
 pytest.importorskip("accelerate")
 

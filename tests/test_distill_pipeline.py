@@ -11,7 +11,7 @@ from safetensors.torch import load_file
 
 from edgegolf.compression.distill.transfer import default_split
 from edgegolf.pipeline import build_recipe
-from tests.cli_helpers import run_cli, run_cli_interrupted_after_checkpoint
+from tests.builders.cli import run_cli, run_cli_interrupted_after_checkpoint
 
 SPEC = "steps=6,batch_size=8,lr=1e-3,max_length=32,eval_every=0,hidden_weight=1"
 

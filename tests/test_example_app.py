@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from edgegolf.runtime import load
-from tests.test_runtime_bundles import build_bundle
+from tests.builders.bundles import build_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("headline_search", REPO / "examples" / "headline_search.py")
@@ -119,9 +119,9 @@ def test_headlines_are_read_from_the_bbc_news_files():
 
 @pytest.mark.slow
 def test_real_minilm_finds_headlines_of_the_right_category(tmp_path):
-    from benchmarks.runtime_overhead import build_minilm_bundle
+    from tests.builders.minilm import fp32_minilm_bundle
 
-    bundle = build_minilm_bundle(tmp_path / "minilm")
+    bundle = fp32_minilm_bundle(tmp_path / "minilm")
     index = app.HeadlineIndex(load(bundle), app.read_headlines()[::2])
     for query, category in [("stock market shares and company profits", "business"),
                             ("football match result and the league title", "sports"),

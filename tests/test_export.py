@@ -12,66 +12,7 @@ import torch
 from edgegolf.errors import ExportError, RecipeError
 from edgegolf.export.onnx import export_onnx, verify_onnx
 from edgegolf.export.optimize import optimize_graph
-
-INPUTS = ["input_ids", "attention_mask", "token_type_ids"]
-OUTPUTS = ["last_hidden_state"]
-
-
-class LastHiddenState(torch.nn.Module):
-    """The shape the task adapters give the exporter: positional inputs, a tuple out."""
-
-    def __init__(self, model):
-        super().__init__()
-        self.model = model
-
-    def forward(self, input_ids, attention_mask, token_type_ids):
-        return (self.model(input_ids=input_ids, attention_mask=attention_mask,
-                           token_type_ids=token_type_ids).last_hidden_state,)
-
-
-def tiny_bert(vocab_size: int, *, seed: int = 0, initializer_range: float = 0.1):
-    """A 2-layer BERT; weights larger than BERT's 0.02 so that every MatMul shows in the output."""
-    from transformers import BertConfig, BertModel
-
-    torch.manual_seed(seed)
-    config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                        intermediate_size=64, max_position_embeddings=128, initializer_range=initializer_range)
-    config._attn_implementation = "eager"  # the pattern onnxruntime's fusions recognise (facts.md)
-    return BertModel(config).eval()
-
-
-class Texts:
-    """Real BBC News text, tokenized with a WordPiece vocabulary of its own frequent words."""
-
-    def __init__(self):
-        from transformers import BertTokenizer
-
-        from edgegolf.data import load_labelled_texts
-        from tests.conftest import bbc_vocabulary
-
-        self.vocab = bbc_vocabulary()
-        self.tokenizer = BertTokenizer(vocab=self.vocab, do_lower_case=True)  # vocab=, not vocab_file= (facts.md)
-        self.texts = list(load_labelled_texts().texts[::97][:16])
-
-    def feeds(self, texts: list[str], max_length: int = 64) -> dict[str, np.ndarray]:
-        enc = self.tokenizer(texts, truncation=True, max_length=max_length, padding=True, return_tensors="np")
-        return {name: enc[name].astype(np.int64) for name in INPUTS}
-
-
-@pytest.fixture(scope="session")
-def texts() -> Texts:
-    return Texts()
-
-
-@pytest.fixture(scope="session")
-def exported(texts, tmp_path_factory):
-    """(module, path of its verified fp32 export)."""
-    module = LastHiddenState(tiny_bert(len(texts.vocab)))
-    path = tmp_path_factory.mktemp("export") / "model.onnx"
-    report = export_onnx(module, path, input_names=INPUTS, output_names=OUTPUTS,
-                         sample_feeds=texts.feeds(texts.texts[:2]),
-                         verify_feeds=[texts.feeds(texts.texts[:1]), texts.feeds(texts.texts[1:4], 48)], atol=1e-4)
-    return module, report
+from tests.builders.export import INPUTS, OUTPUTS
 
 
 def torch_reference(module):

@@ -212,7 +212,7 @@ def test_prune_and_distill_specs(text):
 # --- (b) the runtime's bundle loader ------------------------------------------------------------
 @pytest.fixture(scope="module")
 def pristine(tmp_path_factory) -> Path:
-    from tests.test_runtime_bundles import build_bundle
+    from tests.builders.bundles import build_bundle
 
     return build_bundle(tmp_path_factory.mktemp("fuzz") / "bundle").folder
 

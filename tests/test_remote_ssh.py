@@ -8,13 +8,10 @@ that the remote temp folder is gone after success and after failure.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import socket
 import subprocess
 import sys
-import threading
 from pathlib import Path
 
 import asyncssh
@@ -24,57 +21,11 @@ from edgegolf.devices.bench import BenchSettings, bench
 from edgegolf.devices.profiles import get_profile
 from edgegolf.devices.remote import RemoteOptions
 from edgegolf.errors import DeviceError
-from tests.cli_helpers import run_cli
-from tests.test_runtime_bundles import build_bundle
+from tests.builders.bundles import build_bundle
+from tests.builders.cli import run_cli
+from tests.builders.ssh import LoopbackServer
 
 TEXTS = ["the bank shares fell after results", "the band released a new album", "the team won the game"] * 3
-
-
-class LoopbackServer:
-    """asyncssh server on 127.0.0.1 in a thread with its own event loop."""
-
-    def __init__(self, root: Path, *, sftp: bool = True):
-        self.root = root
-        self.sftp = sftp
-        self.tmp = root / "remote-tmp"  # TMPDIR of every command: mkdtemp lands here
-        self.cwd = root / "remote-cwd"
-        self.tmp.mkdir()
-        self.cwd.mkdir()
-        self.host_key = asyncssh.generate_private_key("ssh-ed25519")
-        self.client_key = asyncssh.generate_private_key("ssh-ed25519")
-        self.client_key_file = root / "id_client"
-        self.client_key.write_private_key(str(self.client_key_file))
-        self.commands: list[str] = []
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-        self.server = asyncio.run_coroutine_threadsafe(self._start(), self.loop).result(30)
-        self.port = self.server.sockets[0].getsockname()[1]
-
-    async def _start(self):
-        authorized = asyncssh.import_authorized_keys(self.client_key.export_public_key().decode())
-        return await asyncssh.create_server(
-            asyncssh.SSHServer, "127.0.0.1", 0, server_host_keys=[self.host_key], authorized_client_keys=authorized,
-            process_factory=self._handle, sftp_factory=self.sftp, allow_scp=False)
-
-    async def _handle(self, process) -> None:
-        self.commands.append(process.command)
-        env = {**os.environ, "TMPDIR": str(self.tmp)}
-        child = await asyncio.create_subprocess_shell(process.command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                                      cwd=self.cwd, env=env)
-        out, err = await child.communicate()
-        process.stdout.write(out.decode())
-        process.stderr.write(err.decode())
-        process.exit(child.returncode)
-
-    def known_hosts_line(self, key=None) -> str:
-        blob = (key or self.host_key).export_public_key().decode().split()[:2]
-        return f"[127.0.0.1]:{self.port} {' '.join(blob)}\n"
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.server.close)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 @pytest.fixture(scope="module")
@@ -281,11 +232,11 @@ def test_a_server_without_sftp_is_an_error_and_the_temp_folder_still_goes(odd_ar
 
 def test_remote_compare_interleaves_both_graphs_on_the_device(server, tmp_path, capsys):
     """Two bundles that both call their graph model.onnx: each goes to its own remote folder."""
-    from tests.test_devices_onnx import _save_embedder
+    from tests.builders.embedder import save_embedder
 
     a = build_bundle(tmp_path / "a", max_length=64)
     b = build_bundle(tmp_path / "b", max_length=64)
-    _save_embedder(b.folder / "model.onnx", 32, 4096)  # wider output: clearly slower
+    save_embedder(b.folder / "model.onnx", 32, 4096)  # wider output: clearly slower
     (b.folder / "manifest.json").unlink()  # a bare graph now (the manifest hash no longer matches)
     out = tmp_path / "compare.json"
     code, stdout, stderr = run_cli(

@@ -24,8 +24,8 @@ from edgegolf.reports import (
 from edgegolf.reports.stages import stage_rows, table_columns
 from edgegolf.reports.tradeoff import ACCURACY, BITS_PER_BYTE, STAGE, TEACHER, Limits, Point, tradeoff_svg
 from edgegolf.search.front import best_fitting, html_report, pareto_front, svg_plot
-from tests.cli_helpers import run_cli
-from tests.conftest import QUICK
+from tests.builders.cli import run_cli
+from tests.builders.recipes import QUICK
 from tests.report_builders import TEACHER_ACCURACY, TRIALS, panels, tradeoff_svgs, trial_records
 
 PIPELINE = ["teacher", "onnx-fp32", "onnx-optimized", "quantized"]

@@ -22,7 +22,7 @@ from edgegolf.reports import (
 )
 from edgegolf.reports.html import markdown_to_html
 from edgegolf.reports.svg import nice_ticks
-from tests.test_runtime_bundles import build_bundle
+from tests.builders.bundles import build_bundle
 
 TEXTS = ["the bank shares fell after results in the market", "the band released a new album and film"] * 4
 

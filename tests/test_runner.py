@@ -9,7 +9,7 @@ import pytest
 import edgegolf
 from edgegolf.pipeline import STAGES, StageCache
 from edgegolf.runtime import load
-from tests.conftest import QUICK
+from tests.builders.recipes import QUICK
 
 DISTILL = {"steps": 2, "batch_size": 8, "lr": 1e-3, "max_length": 32, "eval_every": 0}
 STUDENT = {**QUICK, "prune": {"layers": 1, "heads": 0.5}, "distill": DISTILL}

@@ -13,10 +13,22 @@ import onnxruntime as ort
 import pytest
 
 from edgegolf.errors import BundleError, InputError, MissingExtraError
-from edgegolf.runtime import ClassificationModel, EmbeddingModel, Prediction, load, open_model
-from edgegolf.runtime.manifest import FORMAT_VERSION, MANIFEST_NAME, read_manifest, sha256_file, write_manifest
+from edgegolf.runtime import (
+    ClassificationModel,
+    EmbeddingModel,
+    Prediction,
+    load,
+    open_model,
+)
+from edgegolf.runtime.manifest import (
+    FORMAT_VERSION,
+    MANIFEST_NAME,
+    read_manifest,
+    sha256_file,
+    write_manifest,
+)
 from edgegolf.runtime.spec import ModelSpec
-from tests.test_runtime_bundles import VOCAB, build_bundle
+from tests.builders.bundles import VOCAB, build_bundle
 
 TEXTS = [
     "the bank shares fell",

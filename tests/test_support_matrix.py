@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests import support_matrix as sm
+from tests.builders import support_matrix as sm
 
 MARKED = '''
 import pytest
@@ -44,7 +44,7 @@ def test_a_run_records_each_cells_outcome_and_its_tests(tmp_path):
     (tmp_path / "test_marked.py").write_text(MARKED, encoding="utf-8")
     record_path = tmp_path / "record.json"
     env = {**os.environ, "PYTHONPATH": str(sm.ROOT)}
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "tests.support_matrix", "-p", "no:cacheprovider",
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "tests.builders.support_matrix", "-p", "no:cacheprovider",
                     "--rootdir", str(tmp_path), str(tmp_path / "test_marked.py"), f"--support-record={record_path}"],
                    cwd=tmp_path, env=env, capture_output=True, check=False, timeout=120)
     record = json.loads(record_path.read_text())
@@ -70,7 +70,7 @@ def test_a_run_records_each_cells_outcome_and_its_tests(tmp_path):
 @pytest.fixture(scope="module")
 def committed():
     if not sm.RECORD.exists():
-        pytest.fail(f"{sm.RECORD} is missing; run python -m tests.support_matrix --run")
+        pytest.fail(f"{sm.RECORD} is missing; run python -m tests.builders.support_matrix --run")
     return json.loads(sm.RECORD.read_text(encoding="utf-8"))
 
 
@@ -85,4 +85,4 @@ def test_every_committed_working_cell_has_a_marked_test_that_exists(committed):
 def test_the_docs_and_the_readme_show_the_committed_record(committed):
     assert sm.DOC.read_text(encoding="utf-8") == sm.render_doc(committed)
     readme = sm.README.read_text(encoding="utf-8")
-    assert sm.readme_section(committed) in readme, "README's support matrix is stale: python -m tests.support_matrix"
+    assert sm.readme_section(committed) in readme, "README's support matrix is stale: python -m tests.builders.support_matrix"

@@ -102,7 +102,8 @@ def bench_torch_cuda(
     """Latency of the PyTorch model on GPU 0: fp16 weights, the forward replayed as one CUDA graph.
 
     A CUDA graph removes the per-kernel launch cost that dominates a small encoder at
-    batch 1 (facts.md: 2.25 ms eager fp32 against 0.48 ms as an fp16 graph on an H100).
+    batch 1 (measured on an H100 for a MiniLM-L6-shaped BERT at sequence 128: 2.25 ms eager fp32,
+    0.48 ms as an fp16 graph).
     Each timed call ends with a synchronize, so the number is the full GPU time.
     """
     check_torch_cuda()

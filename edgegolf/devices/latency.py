@@ -21,7 +21,7 @@ log = logging.getLogger(__name__)
 
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0  # fixed: the same samples always give the same interval
-# Spread limits beyond which a number is reported with a warning (design.md "Measuring").
+# Spread limits beyond which a number is reported with a warning: too wide to trust.
 MAX_TAIL_RATIO = 2.0  # p99 / p50
 MAX_CI_HALF_WIDTH = 0.05  # CI half-width / mean
 

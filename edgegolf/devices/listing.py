@@ -23,10 +23,10 @@ def availability(profile: DeviceProfile) -> tuple[bool, str]:
 
             check_torch_cuda()
         elif profile.kind == "ssh":
-            try:
-                import asyncssh  # noqa: F401
-            except ImportError:
-                return False, "pip install 'edgegolf[remote]'"
+            from edgegolf.extras import EXTRAS, has_extra
+
+            if not has_extra("asyncssh"):
+                return False, f"the remote extra: {EXTRAS['remote'][1]}"
             return True, "reachability is checked when it is used"
     except EdgegolfError as exc:
         return False, str(exc)

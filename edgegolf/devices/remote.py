@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from edgegolf.devices.profiles import DeviceProfile, SshTarget, parse_ssh_url
-from edgegolf.errors import DeviceError, MissingExtraError
+from edgegolf.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
@@ -114,10 +114,9 @@ def _graph_files(onnx_path: Path, data_files: Sequence[Path], folder: str) -> di
 def run_runner(profile: DeviceProfile, files: dict[str, Path], feeds: dict[str, dict[str, np.ndarray]],
                request: dict[str, Any], options: RemoteOptions) -> dict[str, Any]:
     """Copy runner.py, `files`, the `feeds` (as .npz) and request.json to the device, run, return its JSON."""
-    try:
-        import asyncssh  # noqa: F401
-    except ImportError:
-        raise MissingExtraError("ssh devices need the remote extra: pip install 'edgegolf[remote]'") from None
+    from edgegolf.extras import require_extra
+
+    require_extra("remote", "asyncssh", needed_by=f"ssh device {profile.name!r}")
     target = parse_ssh_url(profile.url, where=f"device {profile.name!r}")
     python = options.python or profile.python
     with tempfile.TemporaryDirectory(prefix="edgegolf-remote-") as local:

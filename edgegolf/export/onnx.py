@@ -1,7 +1,8 @@
 """Export a torch module to ONNX (legacy tracer) and check the graph against PyTorch.
 
 The exporter is `torch.onnx.export(dynamo=False)`: onnxruntime's transformer fusions only
-recognise the legacy exporter's graphs, and it writes one self-contained file (facts.md).
+recognise the legacy exporter's graphs (seen with onnxruntime 1.32: no fusion on dynamo
+exports), and it writes one self-contained file (dynamo adds model.onnx.data by default).
 Verification runs a real onnxruntime CPU session on real tokenized feeds.
 """
 

@@ -1,7 +1,7 @@
 """The optional exporter backend: Hugging Face Optimum (`--exporter optimum`).
 
 optimum's ONNX exporter lives in the package optimum-onnx, whose releases need
-transformers<4.58 (facts.md), so it cannot share an environment with transformers 5: it is
+transformers<4.58 (0.1.0 pins optimum~=2.1.0), so it cannot share an environment with transformers 5: it is
 the `optimum` extra, used in its own environment. Its graph is checked against PyTorch the
 same way as our own export.
 """
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgegolf.errors import ExportError, MissingExtraError
+from edgegolf.errors import ExportError
 from edgegolf.export.onnx import ExportReport, verify_onnx
 
 log = logging.getLogger(__name__)
@@ -26,14 +26,9 @@ _TASKS = {"feature-extraction": "feature-extraction", "text-classification": "te
 
 def require_optimum():
     """optimum's export entry point, or a message naming the extra to install."""
-    try:
-        from optimum.exporters.onnx import main_export
-    except ImportError:
-        raise MissingExtraError(
-            "--exporter optimum needs optimum-onnx, which requires transformers<4.58: "
-            "pip install -c constraints.txt 'edgegolf[optimum]' in its own environment (see the README)"
-        ) from None
-    return main_export
+    from edgegolf.extras import require_extra
+
+    return require_extra("optimum", "optimum.exporters.onnx", needed_by="--exporter optimum").main_export
 
 
 def export_with_optimum(model_dir: Path, out_dir: Path, *, task: str, opset: int,

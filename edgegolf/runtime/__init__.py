@@ -21,7 +21,8 @@ from edgegolf.runtime.manifest import read_manifest
 from edgegolf.runtime.models import ClassificationModel, EmbeddingModel, Prediction, TaskModel, open_model
 from edgegolf.runtime.spec import ModelSpec
 
-__all__ = ["CausalLM", "ClassificationModel", "Generation", "LMScore", "EmbeddingModel", "ModelSpec", "Prediction", "TaskModel", "load", "open_model"]
+__all__ = ["CausalLM", "ClassificationModel", "Generation", "LMScore", "EmbeddingModel", "ModelSpec", "Prediction",
+           "TaskModel", "load", "open_model"]
 
 log = logging.getLogger(__name__)
 
@@ -36,7 +37,8 @@ def load(bundle_dir: str | os.PathLike[str], *, threads: int | None = None,
     folder = Path(bundle_dir)
     manifest = read_manifest(folder, verify=True)
     spec = ModelSpec.from_dict(manifest["model"])
-    model = open_model(folder / spec.onnx_file, folder / spec.tokenizer_file, spec, threads=threads, providers=providers)
+    model = open_model(folder / spec.onnx_file, folder / spec.tokenizer_file, spec, threads=threads,
+                       providers=providers)
     model.manifest = manifest
     log.info("loaded %s bundle %s", spec.task, folder)
     return model

@@ -127,7 +127,8 @@ class CausalLM(TaskModel):
             self._present = list(extra["present_outputs"])
             self._cache_dims = (int(extra["kv_heads"]), int(extra["head_dim"]))
         except (KeyError, TypeError, ValueError):
-            raise BundleError("a causal-lm manifest needs extra.past_inputs, present_outputs, kv_heads and head_dim") from None
+            raise BundleError("a causal-lm manifest needs extra.past_inputs, present_outputs, kv_heads and "
+                              "head_dim") from None
         eos = extra.get("eos_token_id")
         self.eos_token_id = int(eos) if eos is not None else None
         self._tokenizer = untruncated(encoder.tokenizer)
@@ -150,20 +151,20 @@ class CausalLM(TaskModel):
 
     def prefill(self, ids: Sequence[int]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Run prompt token ids on an empty cache: (float64 next-token logits, the cache state)."""
-        feeds = {"input_ids": np.asarray([ids], dtype=np.int64), "attention_mask": np.ones((1, len(ids)), dtype=np.int64),
-                 **self._empty_past(1)}
+        feeds = {"input_ids": np.asarray([ids], dtype=np.int64),
+                 "attention_mask": np.ones((1, len(ids)), dtype=np.int64), **self._empty_past(1)}
         return self._advance(feeds)
 
     def step(self, token: int, state: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         """Feed one token after `state` (from `prefill` or `step`, left unchanged): one token's compute."""
         total = next(iter(state.values())).shape[2] + 1
-        feeds = {"input_ids": np.asarray([[token]], dtype=np.int64), "attention_mask": np.ones((1, total), dtype=np.int64),
-                 **state}
+        feeds = {"input_ids": np.asarray([[token]], dtype=np.int64),
+                 "attention_mask": np.ones((1, total), dtype=np.int64), **state}
         return self._advance(feeds)
 
     def _advance(self, feeds: dict[str, np.ndarray]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
         logits, *present = self.session.run(self._all_outputs, feeds)
-        return np.asarray(logits[0, -1], dtype=np.float64), dict(zip(self._past, present))
+        return np.asarray(logits[0, -1], dtype=np.float64), dict(zip(self._past, present, strict=True))
 
     def score_one(self, text: str) -> LMScore:
         return score_text(text, self._tokenizer, self._logits_of, self.spec.max_length)
@@ -185,7 +186,8 @@ class CausalLM(TaskModel):
             raise InputError(f"prompt is a {type(prompt).__name__}; pass a str")
         limit = self.spec.max_length
         if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or not 1 <= max_new_tokens < limit:
-            raise InputError(f"max_new_tokens is {max_new_tokens!r}; accepted: an integer from 1 to {limit - 1} (max_length - 1)")
+            raise InputError(f"max_new_tokens is {max_new_tokens!r}; accepted: an integer from 1 to {limit - 1} "
+                             "(max_length - 1)")
         if not greedy and not temperature > 0:
             raise InputError(f"temperature is {temperature!r}; accepted: a number > 0")
         ids = self._tokenizer.encode(prompt).ids[-(limit - max_new_tokens):]

@@ -83,7 +83,8 @@ def read_manifest(folder: Path, *, verify: bool = True) -> dict:
     except (ValueError, UnicodeDecodeError) as exc:
         raise BundleError(f"{MANIFEST_NAME} in {str(folder)!r} is not valid JSON ({exc})") from None
     if not isinstance(manifest, dict):
-        raise BundleError(f"{MANIFEST_NAME} in {str(folder)!r} holds a {type(manifest).__name__}; expected a JSON object")
+        raise BundleError(f"{MANIFEST_NAME} in {str(folder)!r} holds a {type(manifest).__name__}; "
+                          "expected a JSON object")
     _check_format(manifest)
     ModelSpec.from_dict(manifest.get("model"))
     files = manifest.get("files")
@@ -100,7 +101,8 @@ def read_manifest(folder: Path, *, verify: bool = True) -> dict:
     for key in ("onnx_file", "tokenizer_file"):
         name = spec.get(key, ModelSpec.__dataclass_fields__[key].default)
         if name not in files:
-            raise BundleError(f"the model's {key} {name!r} is not listed in {MANIFEST_NAME}; an unlisted file cannot be verified")
+            raise BundleError(f"the model's {key} {name!r} is not listed in {MANIFEST_NAME}; "
+                              "an unlisted file cannot be verified")
     if verify:
         _warn_unlisted(root, files)
     return manifest
@@ -128,13 +130,15 @@ def _inside(root: Path, name: Any) -> Path:
         raise BundleError(f"{MANIFEST_NAME} lists {name!r}, which contains '..'; expected a path inside the bundle")
     target = (root / posix).resolve()
     if not target.is_relative_to(root):
-        raise BundleError(f"{MANIFEST_NAME} lists {name!r}, which resolves (through a symlink) outside the bundle to {str(target)!r}")
+        raise BundleError(f"{MANIFEST_NAME} lists {name!r}, which resolves (through a symlink) outside the bundle "
+                          f"to {str(target)!r}")
     return target
 
 
 def _verify_file(target: Path, name: str, expected: str) -> None:
     if not target.is_file():
-        raise BundleError(f"{name} is listed in {MANIFEST_NAME} but missing from the bundle; copy the whole bundle folder")
+        raise BundleError(f"{name} is listed in {MANIFEST_NAME} but missing from the bundle; "
+                          "copy the whole bundle folder")
     if sha256_file(target) != expected:
         raise BundleError(f"{name} differs from its manifest hash — the bundle was modified after it was built")
 

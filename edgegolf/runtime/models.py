@@ -62,7 +62,8 @@ class TaskModel:
         return self.session.get_providers()
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}(task={self.spec.task!r}, inputs={list(self.spec.input_names)}, provider={self.providers[0]!r})"
+        return (f"{type(self).__name__}(task={self.spec.task!r}, inputs={list(self.spec.input_names)}, "
+                f"provider={self.providers[0]!r})")
 
     def encode(self, texts: list[str], *, pad_to: int | None = None) -> dict[str, np.ndarray]:
         return self.encoder.encode(texts, pad_to=pad_to)
@@ -70,7 +71,8 @@ class TaskModel:
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
         """The graph's raw outputs (spec.output_names, in order) for feeds from `encode`."""
         if not isinstance(feeds, dict):
-            raise InputError(f"feeds is a {type(feeds).__name__}; pass a dict of arrays named {list(self.spec.input_names)}")
+            raise InputError(f"feeds is a {type(feeds).__name__}; "
+                             f"pass a dict of arrays named {list(self.spec.input_names)}")
         names = set(feeds)
         if names != set(self.spec.input_names):
             raise InputError(f"feeds are named {sorted(names)}; the graph takes exactly {list(self.spec.input_names)}")
@@ -152,7 +154,8 @@ class ClassificationModel(TaskModel):
         return [Prediction(labels[i], float(probs[row, i])) for row, i in enumerate(best)]
 
 
-MODELS: dict[str, type[TaskModel]] = {EmbeddingModel.task: EmbeddingModel, ClassificationModel.task: ClassificationModel}
+MODELS: dict[str, type[TaskModel]] = {EmbeddingModel.task: EmbeddingModel,
+                                      ClassificationModel.task: ClassificationModel}
 _METHODS = {EmbeddingModel.task: ".embed()", ClassificationModel.task: ".classify() or .logits()",
             "causal-lm": ".score() or .generate()"}
 
@@ -170,7 +173,8 @@ def _check_graph(session: ort.InferenceSession, spec: ModelSpec) -> None:
     if spec.task == ClassificationModel.task and spec.labels:
         width = outputs[spec.output_names[0]].shape[-1] if outputs[spec.output_names[0]].shape else None
         if isinstance(width, int) and width != len(spec.labels):
-            raise BundleError(f"the graph gives {width} logits; the manifest names {len(spec.labels)} labels {list(spec.labels)}")
+            raise BundleError(f"the graph gives {width} logits; "
+                              f"the manifest names {len(spec.labels)} labels {list(spec.labels)}")
 
 
 def pool(outputs: np.ndarray | Sequence[np.ndarray], attention_mask: np.ndarray, spec: ModelSpec) -> np.ndarray:
@@ -212,8 +216,11 @@ def open_model(
 ) -> TaskModel:
     """The task model for a graph and a tokenizer.json, without a manifest (pipeline, benchmarks)."""
     if not isinstance(spec, ModelSpec):
-        raise BundleError(f"spec is a {type(spec).__name__}; expected a ModelSpec (ModelSpec.from_dict reads a manifest's)")
-    from edgegolf.runtime.causal_lm import CausalLM  # a TaskModel subclass in its own module: imported here, not circularly
+        raise BundleError(f"spec is a {type(spec).__name__}; "
+                          "expected a ModelSpec (ModelSpec.from_dict reads a manifest's)")
+    from edgegolf.runtime.causal_lm import (
+        CausalLM,  # a TaskModel subclass in its own module: imported here, not circularly
+    )
 
     models = {**MODELS, CausalLM.task: CausalLM}
     cls = models.get(spec.task)

@@ -32,7 +32,8 @@ def resolve_providers(providers: list[str] | None) -> list[str]:
                     f"provider {name!r} needs onnxruntime-gpu (this onnxruntime has {available}); "
                     "pip install onnxruntime-gpu, or ask for ['cpu']"
                 )
-            raise InputError(f"provider {name!r} is not available here; accepted: {sorted(PROVIDER_NAMES)} or one of {available}")
+            raise InputError(f"provider {name!r} is not available here; "
+                             f"accepted: {sorted(PROVIDER_NAMES)} or one of {available}")
         if full not in resolved:
             resolved.append(full)
     if "CPUExecutionProvider" not in resolved:
@@ -67,7 +68,8 @@ def create_session(
     except Exception as exc:  # onnxruntime raises its own pybind types (InvalidProtobuf, Fail, ...)
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise BundleError(
-            f"{path.name} is not a loadable ONNX model (corrupt, truncated, or its external data is missing): {first_line}"
+            f"{path.name} is not a loadable ONNX model (corrupt, truncated, or its external data is missing): "
+            f"{first_line}"
         ) from None
     used = session.get_providers()
     log.info("%s runs on %s (%s threads)", path.name, used[0], threads if threads is not None else "default")

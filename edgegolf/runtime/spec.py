@@ -36,7 +36,7 @@ class ModelSpec:
         return data
 
     @classmethod
-    def from_dict(cls, data: Any) -> "ModelSpec":
+    def from_dict(cls, data: Any) -> ModelSpec:
         if not isinstance(data, dict):
             raise BundleError("manifest 'model' section must be a JSON object")
         known = set(cls.__dataclass_fields__)

@@ -30,7 +30,8 @@ _MAX_CACHED = 8
 def check_texts(texts: object) -> list[str]:
     """The texts as a list, or InputError naming what is wrong with them."""
     if isinstance(texts, (str, bytes)):
-        raise InputError(f"texts is a single {type(texts).__name__} ({texts[:40]!r}); pass a list of strings, e.g. [text]")
+        raise InputError(f"texts is a single {type(texts).__name__} ({texts[:40]!r}); "
+                         "pass a list of strings, e.g. [text]")
     if not isinstance(texts, Iterable):
         raise InputError(f"texts is a {type(texts).__name__}; pass a list of strings")
     items = list(texts)
@@ -57,7 +58,8 @@ class TextEncoder:
     def __init__(self, tokenizer: Tokenizer, spec: ModelSpec, *, name: str = "tokenizer"):
         unknown = [n for n in spec.input_names if n not in _FIELDS]
         if unknown:
-            raise BundleError(f"the graph takes inputs {unknown} this runtime cannot make from text; it feeds {list(_FIELDS)}")
+            raise BundleError(f"the graph takes inputs {unknown} this runtime cannot make from text; "
+                              f"it feeds {list(_FIELDS)}")
         pad_id = tokenizer.token_to_id(spec.pad_token)
         if pad_id is not None and pad_id != spec.pad_token_id:
             raise BundleError(
@@ -67,7 +69,8 @@ class TextEncoder:
         self.min_length = max(1, tokenizer.num_special_tokens_to_add(False))
         if spec.max_length < self.min_length:
             raise BundleError(
-                f"manifest max_length is {spec.max_length}; {name} adds {self.min_length} special tokens, so at least that many"
+                f"manifest max_length is {spec.max_length}; {name} adds {self.min_length} special tokens, "
+                "so at least that many"
             )
         self.spec = spec
         self._lock = threading.Lock()  # guards only the creation of a tokenizer for a new length
@@ -99,9 +102,12 @@ class TextEncoder:
         texts = check_texts(texts)
         length = self.spec.max_length
         if pad_to is not None:
-            if isinstance(pad_to, bool) or not isinstance(pad_to, int) or not self.min_length <= pad_to <= self.spec.max_length:
+            fits = isinstance(pad_to, int) and not isinstance(pad_to, bool) \
+                and self.min_length <= pad_to <= self.spec.max_length
+            if not fits:
                 raise InputError(
-                    f"pad_to is {pad_to!r}; accepted: None or an integer from {self.min_length} to max_length {self.spec.max_length}"
+                    f"pad_to is {pad_to!r}; accepted: None or an integer from {self.min_length} "
+                    f"to max_length {self.spec.max_length}"
                 )
             length = pad_to
         # encode_batch_fast skips character offsets, which no graph needs
@@ -129,5 +135,6 @@ def make_tokenizer(tokenizer_path: str | os.PathLike[str], spec: ModelSpec) -> T
     try:
         tokenizer = Tokenizer.from_file(str(path))
     except Exception as exc:  # tokenizers raises a bare Exception on malformed JSON
-        raise BundleError(f"{path.name} is not a tokenizers tokenizer.json file: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
+        first = str(exc).splitlines()[0] if str(exc) else exc
+        raise BundleError(f"{path.name} is not a tokenizers tokenizer.json file: {first!r}") from None
     return TextEncoder(tokenizer, spec, name=path.name)

@@ -96,7 +96,9 @@ def search(
     earlier run's), or `time_limit` passes. Writes the best fitting bundle to `output`, or,
     when none fits, the closest candidate (check `result.fits`).
     """
-    import optuna
+    from edgegolf.extras import require_extra
+
+    optuna = require_extra("search", "optuna", needed_by="edgegolf search")
     from optuna.trial import TrialState
 
     from edgegolf.data import load_labelled_texts, stratified_split

@@ -15,8 +15,10 @@ import time
 import warnings
 from typing import Any
 
-import optuna
-from optuna.trial import TrialState
+from edgegolf.extras import require_extra
+
+optuna = require_extra("search", "optuna", needed_by="edgegolf search")
+from optuna.trial import TrialState  # noqa: E402  (after the check above)
 
 from edgegolf.bundle import pid_alive
 from edgegolf.errors import EdgegolfError, RecipeError

@@ -70,7 +70,7 @@ class TaskAdapter:
 
         auto = getattr(transformers, self.auto_class)
         try:
-            # eager attention: onnxruntime's fusions recognise its pattern (facts.md).
+            # eager attention: onnxruntime's fusions recognise its pattern (on transformers 5, only that one).
             # load_pruned is from_pretrained that also rebuilds head-pruned folders.
             model = load_pruned(
                 str(path), auto, attn_implementation="eager", trust_remote_code=trust_remote_code,

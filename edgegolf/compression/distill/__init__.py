@@ -6,8 +6,8 @@
 Losses are the task adapter's (`distill_view` / `distill_loss` in edgegolf/tasks/):
 feature-extraction matches mean-pooled embeddings (cosine or MSE), text-classification
 temperature-softened logits (KL) plus hard labels where the data has them; both can add MSE
-between hidden states of mapped layers. Single process, one device: multi-GPU through
-accelerate is not supported yet.
+between hidden states of mapped layers. One process on one device, or several processes
+(GPUs or machines) started by `accelerate launch` (the 'distributed' extra; see parallel.py).
 
 The config names import without torch (the CLI validates a spec before loading anything);
 the rest loads torch and transformers on first use.

@@ -17,7 +17,6 @@ from typing import Any
 
 import torch
 
-from edgegolf.errors import RecipeError
 
 
 def launched_processes() -> int:
@@ -26,6 +25,18 @@ def launched_processes() -> int:
         return max(1, int(os.environ.get("WORLD_SIZE", "1")))
     except ValueError:
         return 1
+
+
+def require_launcher() -> Any:
+    """accelerate, when this process is one of several a launcher started (None for one process),
+    or the one-line error naming the `distributed` extra."""
+    count = launched_processes()
+    if count == 1:
+        return None
+    from edgegolf.extras import require_extra
+
+    return require_extra("distributed", "accelerate",
+                         needed_by=f"distillation launched as {count} processes (WORLD_SIZE={count})")
 
 
 class Processes:
@@ -40,11 +51,7 @@ class Processes:
         count = launched_processes()
         if count == 1:
             return cls()
-        try:
-            from accelerate import PartialState
-        except ImportError:
-            raise RecipeError(f"distillation was launched as {count} processes (WORLD_SIZE={count}), which needs "
-                              "accelerate; install it (pip install 'edgegolf[distributed]') or run one process") from None
+        PartialState = require_launcher().PartialState
         # accelerate joins the launcher's process group: NCCL between GPUs, gloo on CPUs
         state = PartialState(cpu=device_type == "cpu")
         return cls(state.num_processes, state.process_index, state)

@@ -14,18 +14,17 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
-import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 from edgegolf.compression.distill.config import DistillConfig
-from edgegolf.compression.distill.parallel import is_main_process
+from edgegolf.compression.distill.parallel import is_main_process, require_launcher
 from edgegolf.compression.distill.train import DistillReport, distill
 from edgegolf.compression.distill.transfer import TransferData, exclude_test, load_transfer
 from edgegolf.data import Split
-from edgegolf.errors import DataError, OutputExistsError, SourceError
+from edgegolf.errors import DataError, SourceError
+from edgegolf.publish import StagedFolder, check_output
 
 log = logging.getLogger(__name__)
 
@@ -76,8 +75,8 @@ def distill_folder(teacher_dir: str | Path, student_dir: str | Path, out_dir: st
     """Distill the model in `student_dir` from the one in `teacher_dir`; write a HF folder to `out_dir`.
 
     The output (safetensors weights, config, tokenizer, distill_report.json, and the student's
-    prune_report.json when it has one) is written beside `out_dir` and renamed into place when
-    complete. Texts of `eval_data`'s evaluation test split (30%, seed 0: what `compress`
+    prune_report.json when it has one) is published atomically (edgegolf.publish): at every
+    instant `out_dir` holds the old output or the whole new one. Texts of `eval_data`'s evaluation test split (30%, seed 0: what `compress`
     measures on by default) are never trained on. Checkpoints go to `checkpoint_dir`
     (default: `<out_dir>.checkpoints`) every `checkpoint_every` steps (default: a tenth of the
     run); `resume` continues from the newest one. They are deleted once the output is written.
@@ -89,8 +88,8 @@ def distill_folder(teacher_dir: str | Path, student_dir: str | Path, out_dir: st
     from edgegolf.tasks import get_task, infer_task
 
     teacher_dir, student_dir, out = Path(teacher_dir), Path(student_dir), Path(out_dir)
-    if out.exists() and not force:
-        raise OutputExistsError(f"output {str(out)!r} already exists; pass --force to replace it, or choose another")
+    check_output(out, force, option="", folders_only=False)  # before any work
+    require_launcher()  # launched as several processes without accelerate: say so before any work
     for role, folder in (("teacher", teacher_dir), ("student", student_dir)):
         if not (folder / "config.json").is_file():
             raise SourceError(f"{role} folder {str(folder)!r} has no config.json; give a folder written by "
@@ -118,19 +117,13 @@ def distill_folder(teacher_dir: str | Path, student_dir: str | Path, out_dir: st
     if not is_main_process():  # launched as several processes: each holds the same student; one writes it
         return report
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        save_pruned(student, tokenizer, staging)
+    with StagedFolder(out, force=force, option="", folders_only=False) as staged:
+        save_pruned(student, tokenizer, staged.staging)
         record = {"teacher": str(teacher_dir), "student": str(student_dir), **report.to_dict()}
-        (staging / REPORT_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
+        (staged.staging / REPORT_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
         if (student_dir / PRUNE_REPORT_FILE).is_file():
-            shutil.copyfile(student_dir / PRUNE_REPORT_FILE, staging / PRUNE_REPORT_FILE)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+            shutil.copyfile(student_dir / PRUNE_REPORT_FILE, staged.staging / PRUNE_REPORT_FILE)
+        staged.publish()
     shutil.rmtree(checkpoints, ignore_errors=True)
     log.info("wrote the distilled model to %s", out)
     return report

@@ -13,9 +13,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +21,8 @@ import torch
 from edgegolf.compression.prune.arch import family_for
 from edgegolf.compression.prune.config import PruneConfig
 from edgegolf.compression.prune.model import PruneReport, prune_model
-from edgegolf.errors import OutputExistsError, PruneError, SourceError
+from edgegolf.errors import PruneError, SourceError
+from edgegolf.publish import StagedFolder, check_output
 
 log = logging.getLogger(__name__)
 
@@ -160,28 +158,21 @@ def prune_folder(
 ) -> PruneReport:
     """Load a HF folder, prune it, write a HF folder (safetensors, tokenizer, prune_report.json).
 
-    The output is written beside `out_dir` and renamed into place when complete; an existing
-    `out_dir` is replaced only with `force`. `prune_kwargs` go to `prune_model`.
+    The output is published atomically (edgegolf.publish): at every instant `out_dir` holds the
+    old output or the whole new one. An existing `out_dir` is replaced only with `force`. `prune_kwargs` go to `prune_model`.
     """
     from transformers import AutoTokenizer
 
     src, out = Path(src_dir), Path(out_dir)
-    if out.exists() and not force:
-        raise OutputExistsError(f"output {str(out)!r} already exists; pass --force to replace it, or choose another")
+    check_output(out, force, option="", folders_only=False)  # before any work
     if not (src / "config.json").is_file():
         raise SourceError(f"model folder {str(src)!r} has no config.json; give a folder written by save_pretrained")
     model = load_pruned(src, model_class)
     tokenizer = AutoTokenizer.from_pretrained(src)
     model, tokenizer, report = prune_model(model, tokenizer, config, calibration_texts=calibration_texts,
                                            inplace=True, **prune_kwargs)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = out.parent / f".{out.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    try:
-        save_pruned(model, tokenizer, staging, report)
-        if out.exists():
-            shutil.rmtree(out) if out.is_dir() else out.unlink()
-        staging.rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with StagedFolder(out, force=force, option="", folders_only=False) as staged:
+        save_pruned(model, tokenizer, staged.staging, report)
+        staged.publish()
     log.info("wrote pruned model to %s", out)
     return report

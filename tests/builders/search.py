@@ -15,8 +15,8 @@ import optuna
 from optuna.trial import TrialState
 
 from edgegolf.runtime import load
+from tests.builders.paths import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
 QUICK_TOML = """
 [optimize]
 mode = "off"

@@ -1,6 +1,6 @@
 """Bundles for the layout tests, built the way a user builds them: `edgegolf compress --layout`.
 
-`python -m tests.layout_bundles OUT` writes OUT/minilm (the real all-MiniLM-L6-v2, default
+`python -m tests.builders.layouts OUT` writes OUT/minilm (the real all-MiniLM-L6-v2, default
 quantization), OUT/classifier (a tiny BERT classifier) and OUT/llama, OUT/gpt2 (tiny causal
 LMs). The optimum tests run it with the main environment's interpreter (transformers 5, the
 bundles users have) while they themselves load the bundles in Optimum's environment
@@ -14,7 +14,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.builders.paths import ROOT
+
 QUICK = ["--eval-limit", "40", "--optimize", "off"]
 BUNDLES = ("minilm", "classifier", "llama", "gpt2")
 
@@ -23,7 +24,7 @@ def build_layout_bundles(out: Path, python: str | None = None) -> dict[str, Path
     """Run this module under `python` (default: EDGEGOLF_BUNDLE_PYTHON, else this interpreter)."""
     python = python or os.environ.get("EDGEGOLF_BUNDLE_PYTHON") or sys.executable
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
-    done = subprocess.run([python, "-m", "tests.layout_bundles", str(out)], env=env, cwd=ROOT, capture_output=True,
+    done = subprocess.run([python, "-m", "tests.builders.layouts", str(out)], env=env, cwd=ROOT, capture_output=True,
                           text=True, timeout=1500)
     if done.returncode != 0:
         raise RuntimeError(f"building the layout bundles with {python} failed:\n{done.stderr[-3000:]}")
@@ -39,7 +40,7 @@ def _compress(recipe: Path, *args: str) -> None:
 
 def main(out: Path) -> None:
     from tests.causal_lm_models import bbc_texts, save_tiny_lm
-    from tests.conftest import save_tiny_bert
+    from tests.builders.models import save_tiny_bert
 
     work = out / "work"
     work.mkdir(parents=True)

@@ -1,6 +1,6 @@
 """The bundled all-MiniLM-L6-v2 as a plain fp32 bundle, built by edgegolf's own pipeline.
 
-The runtime and harness benchmarks (and two slow tests) time or check this bundle, so it is
+The runtime and harness benchmarks (benchmarks/) and two slow tests time or check this bundle, so it is
 made by the same export path users get, not by a second export written for the benchmarks.
 """
 
