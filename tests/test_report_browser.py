@@ -16,7 +16,7 @@ import edgegolf
 from edgegolf.reports import bundle_reports
 from edgegolf.search.front import best_fitting, html_report, markdown_front, pareto_front, svg_plot
 from tests.builders.recipes import QUICK
-from tests.report_builders import TEACHER_ACCURACY, TRIALS, png_size, trial_records
+from tests.builders.reports import TEACHER_ACCURACY, TRIALS, png_size, trial_records
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs the chromium binary (Debian/Ubuntu: apt-get install "

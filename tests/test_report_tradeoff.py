@@ -26,7 +26,7 @@ from edgegolf.reports.tradeoff import ACCURACY, BITS_PER_BYTE, STAGE, TEACHER, L
 from edgegolf.search.front import best_fitting, html_report, pareto_front, svg_plot
 from tests.builders.cli import run_cli
 from tests.builders.recipes import QUICK
-from tests.report_builders import TEACHER_ACCURACY, TRIALS, panels, tradeoff_svgs, trial_records
+from tests.builders.reports import TEACHER_ACCURACY, TRIALS, panels, tradeoff_svgs, trial_records
 
 PIPELINE = ["teacher", "onnx-fp32", "onnx-optimized", "quantized"]
 SEARCH_BUDGET = "p50<=2.5ms,size<=8MB,drop<=0.5"

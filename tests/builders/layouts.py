@@ -39,7 +39,7 @@ def _compress(recipe: Path, *args: str) -> None:
 
 
 def main(out: Path) -> None:
-    from tests.causal_lm_models import bbc_texts, save_tiny_lm
+    from tests.builders.causal_lm import bbc_texts, save_tiny_lm
     from tests.builders.models import save_tiny_bert
 
     work = out / "work"
