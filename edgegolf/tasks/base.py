@@ -59,6 +59,9 @@ class TaskAdapter:
         """Whether a config's architecture name means this task."""
         return False
 
+    def check_source(self, config, model_name: str) -> None:
+        """Refuse (SourceError) a model this task cannot measure honestly, from its config alone."""
+
     # --- data ----------------------------------------------------------------------------
     def load_split(self, settings) -> Split:
         """The evaluation data of the recipe's [evaluate] `settings`, split into train and test."""

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from edgegolf.data import Split
+from edgegolf.errors import SourceError
 from edgegolf.runtime.models import ClassificationModel, TaskModel
 from edgegolf.runtime.tokenize import TextEncoder
 from edgegolf.tasks.base import Outputs, TaskAdapter, cosine_rows
@@ -31,6 +32,13 @@ class TextClassification(TaskAdapter):
     @classmethod
     def claims(cls, architecture: str) -> bool:
         return architecture.endswith("ForSequenceClassification")
+
+    def check_source(self, config, model_name: str) -> None:
+        architectures = getattr(config, "architectures", None)
+        if architectures and not any(self.claims(a) for a in architectures):
+            # the head would be random weights, measured as if trained
+            raise SourceError(f"model {model_name!r} is a {architectures[0]} with no classification head; "
+                              "text-classification needs a model fine-tuned for it, or use --task feature-extraction")
 
     def spec_fields(self, model):
         return {"labels": model_labels(model.config)}
