@@ -21,7 +21,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from edgegolf.errors import DeviceError, MissingExtraError, RecipeError
+from edgegolf.errors import DeviceError, EdgegolfError, MissingExtraError, RecipeError
 
 if TYPE_CHECKING:
     from edgegolf.devices.profiles import DeviceProfile
@@ -84,7 +84,7 @@ class DeviceKind:
         """(usable here, why not), checked for real by asking the runtime this kind needs."""
         try:
             self.check(None)
-        except (DeviceError, RecipeError) as exc:
+        except EdgegolfError as exc:  # DeviceError, MissingExtraError...: what is missing, in words
             return False, str(exc)
         return True, ""
 
