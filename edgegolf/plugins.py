@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 import logging
 import os
+from collections.abc import Mapping
 from importlib import metadata
 
 from edgegolf.errors import EdgegolfError
@@ -34,11 +35,11 @@ class PluginError(EdgegolfError):
     """A named plugin failed to import (exit code 2, like every bad input)."""
 
 
-def load_plugins(environ: dict[str, str] | None = None) -> list[str]:
+def load_plugins(environ: Mapping[str, str] | None = None) -> list[str]:
     """Import every plugin named by EDGEGOLF_PLUGINS and the "edgegolf.plugins" entry points,
     once each; returns the names imported by this call. A failure names the plugin and why."""
-    environ = os.environ if environ is None else environ
-    names = [(name.strip(), ENV_VAR) for name in environ.get(ENV_VAR, "").split(",") if name.strip()]
+    env: Mapping[str, str] = os.environ if environ is None else environ
+    names = [(name.strip(), ENV_VAR) for name in env.get(ENV_VAR, "").split(",") if name.strip()]
     entry_points = metadata.entry_points(group=ENTRY_POINT_GROUP)
     done = []
     for name, origin in names:

@@ -322,3 +322,38 @@ def test_toy_family_prunes_a_new_architecture(plugin_dir, tmp_path):
         print(view.layers, view.heads, view.head_dim, view.ffn, attention_dims(config), tuple(hidden.shape))
     """, plugin_dir)
     assert seen.split("\n")[0] == "2 2 8 32 (2, 16) (1, 4, 32)"
+
+
+def test_a_name_is_registered_once():
+    """A second registration under a taken name is refused, and leaves the first in place."""
+    from dataclasses import dataclass
+
+    from edgegolf.compression.prune.arch import Family, register_family
+    from edgegolf.compression.quantize import SCHEMES, Int4WeightOnly, register_scheme
+    from edgegolf.devices.kinds import DeviceKind, get_kind, register_kind
+    from edgegolf.runtime.models import TaskModel
+    from edgegolf.tasks import register_task
+    from edgegolf.tasks.base import TaskAdapter
+
+    with pytest.raises(ValueError, match="'int4' is already registered"):
+        register_scheme("int4")(dataclass(frozen=True)(type("Other", (), {})))
+    with pytest.raises(ValueError, match="other than 'default'"):
+        register_scheme("default")(dataclass(frozen=True)(type("Default", (), {})))
+    assert SCHEMES["int4"] is Int4WeightOnly
+
+    with pytest.raises(ValueError, match="'cpu' is already registered"):
+        register_kind(type("OtherCpu", (DeviceKind,), {"name": "cpu"}))
+    assert type(get_kind("cpu")).__name__ == "Cpu"
+
+    with pytest.raises(ValueError, match="config_keys lacks"):
+        register_family(type("Half", (Family,), {"name": "half", "model_types": ("half",), "config_keys": {}}))
+    with pytest.raises(ValueError, match="'bert' is already pruned by"):
+        from edgegolf.compression.prune.arch import supported_types
+
+        supported_types()  # the built-ins are registered
+        register_family(type("OtherBert", (Family,), {"name": "b", "model_types": ("bert",),
+                                                      "config_keys": {"layers": "a", "heads": "b", "ffn": "c"}}))
+
+    unregistered = type("Loose", (TaskModel,), {"task": "loose"})  # no @runtime_model
+    with pytest.raises(ValueError, match="is not registered"):
+        register_task(type("LooseAdapter", (TaskAdapter,), {"runtime_model": unregistered}))

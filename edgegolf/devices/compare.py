@@ -19,7 +19,6 @@ from edgegolf.devices.artifact import open_artifact
 from edgegolf.devices.bench import (
     _encoder_feeds,
     bench_texts,
-    local_runtime,
     shape_entry,
 )
 from edgegolf.devices.latency import (

@@ -6,8 +6,8 @@ and takes its name from it. The built-in tasks register on import, plugins on th
 
 from __future__ import annotations
 
-# registration order is the order of every task list: the built-ins in this order, then plugins
-from edgegolf.tasks import feature_extraction  # noqa: F401,I001
+# ruff: noqa: I001  (registration order is the order of every task list: the built-ins in this order, then plugins)
+from edgegolf.tasks import feature_extraction  # noqa: F401
 from edgegolf.tasks import text_classification  # noqa: F401
 from edgegolf.tasks import causal_lm  # noqa: F401
 from edgegolf.tasks.base import TaskAdapter

@@ -18,8 +18,8 @@ import torch
 from edgegolf.data import Split
 from edgegolf.errors import RecipeError, SourceError
 from edgegolf.runtime.models import TaskModel
-from edgegolf.runtime.tokenize import TextEncoder
 from edgegolf.runtime.spec import ModelSpec
+from edgegolf.runtime.tokenize import TextEncoder
 from edgegolf.tasks.losses import HIDDEN_SEQUENCE_DIMS
 
 log = logging.getLogger(__name__)

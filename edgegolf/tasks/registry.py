@@ -30,7 +30,8 @@ def register_task(cls: type["TaskAdapter"]) -> type["TaskAdapter"]:
     if not isinstance(name, str) or not name:
         raise ValueError(f"{cls.__qualname__} needs runtime_model = a TaskModel subclass with a task name")
     if model_class(name) is not runtime:
-        raise ValueError(f"{cls.__qualname__}.runtime_model {runtime.__qualname__} is not registered; decorate it "
+        raise ValueError(f"{cls.__qualname__}.runtime_model {getattr(runtime, '__qualname__', runtime)} is not "
+                         "registered; decorate it "
                          "with edgegolf.runtime.registry.runtime_model")
     if name in _ADAPTERS and _ADAPTERS[name] is not cls:
         raise ValueError(f"task {name!r} already has the adapter {_ADAPTERS[name].__qualname__}")

@@ -133,6 +133,7 @@ class Family:
         hidden = _int_or_none(getattr(config, keys.get("hidden", "hidden_size"), None))
         kv_heads = _int_or_none(getattr(config, keys["kv_heads"], None)) if "kv_heads" in keys else None
         record = getattr(config, "edgegolf_pruning", None)  # head-pruned BERT / GPT-2: the true head size
+        head_dim: int | None
         if isinstance(record, dict) and "head_dim" in record:
             head_dim = int(record["head_dim"])
         else:
@@ -261,18 +262,20 @@ def family_for(config: Any) -> Family:
     return families[model_type]
 
 
+class _Generic(Family):
+    """The common Hugging Face config keys, for a model no family claims (reading only, never cutting)."""
+
+    config_keys = {"layers": "num_hidden_layers", "heads": "num_attention_heads", "kv_heads": "num_key_value_heads",
+                   "ffn": "intermediate_size"}
+
+
 def config_view(config: Any) -> ConfigView:
     """The normalised view of any config: its family's, else the common Hugging Face keys."""
-    family = supported_types().get(getattr(config, "model_type", None))
-    if family is not None:
-        return family.config_view(config)
-    generic = Family()
-    generic.config_keys = {"layers": "num_hidden_layers", "heads": "num_attention_heads",
-                           "kv_heads": "num_key_value_heads", "ffn": "intermediate_size"}
-    return generic.config_view(config)
+    family = supported_types().get(str(getattr(config, "model_type", "")))
+    return (family or _Generic()).config_view(config)
 
 
 def ort_model_type(config: Any) -> str:
     """onnxruntime's optimizer name for the model's graph: its family's, else "bert" (the encoder fusions)."""
-    family = supported_types().get(getattr(config, "model_type", None))
+    family = supported_types().get(str(getattr(config, "model_type", "")))
     return family.ort_model_type if family is not None else "bert"
