@@ -357,3 +357,25 @@ def test_a_name_is_registered_once():
     unregistered = type("Loose", (TaskModel,), {"task": "loose"})  # no @runtime_model
     with pytest.raises(ValueError, match="is not registered"):
         register_task(type("LooseAdapter", (TaskAdapter,), {"runtime_model": unregistered}))
+
+
+def test_an_installed_distribution_registers_through_its_entry_point(plugin_dir, tmp_path):
+    """The "edgegolf.plugins" entry-point group: what `pip install` of a plugin package sets up
+    (https://packaging.python.org/en/latest/specifications/entry-points/), here as a dist-info on the path."""
+    dist = tmp_path / "toy_board_plugin-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: toy-board-plugin\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[edgegolf.plugins]\ntoy-board = toy_device\n")
+    env = {k: v for k, v in os.environ.items() if k != "EDGEGOLF_PLUGINS"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(plugin_dir), str(tmp_path)])
+    listed = subprocess.run([sys.executable, "-m", "edgegolf", "devices"], capture_output=True, text=True, env=env,
+                            timeout=300, check=False)
+    assert listed.returncode == 0, listed.stderr
+    assert any(line.startswith("| toy-1 | toy-board |") for line in listed.stdout.splitlines())
+
+    (dist / "entry_points.txt").write_text("[edgegolf.plugins]\nbroken = no_such_module\n")
+    broken = subprocess.run([sys.executable, "-m", "edgegolf", "devices"], capture_output=True, text=True, env=env,
+                            timeout=300, check=False)
+    assert broken.returncode == EXIT_ERROR and broken.stderr.strip() == (
+        "error: plugin 'broken' (entry point 'no_such_module' of group edgegolf.plugins) failed to import: "
+        "ModuleNotFoundError: No module named 'no_such_module'")
