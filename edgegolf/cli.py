@@ -11,7 +11,16 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgegolf.compression.quantize import scheme_names
+from edgegolf.devices.kinds import kind_names
 from edgegolf.errors import EXIT_DOES_NOT_FIT, EXIT_ERROR, EXIT_FITS, EdgegolfError, MissingExtraError
+from edgegolf.plugins import load_plugins
+from edgegolf.runtime.registry import task_names
+
+# Choices shown in --help come from the registries, after plugins have registered theirs
+# (edgegolf.console loads them before importing this module).
+_TASKS = " | ".join(task_names())
+_SCHEMES = " | ".join(scheme_names(with_default=True))
 
 app = typer.Typer(
     help="Fit a pretrained Hugging Face model onto an edge budget, and measure the deployed artifact.",
@@ -59,7 +68,7 @@ def compress(
         help="A Hugging Face model folder or hub id; omit for the bundled all-MiniLM-L6-v2.")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Bundle folder to write.")] = Path("out"),
     task: Annotated[Optional[str], typer.Option(
-        help="feature-extraction | text-classification | causal-lm (default: from the model's config).")] = None,
+        help=f"{_TASKS} (default: from the model's config).")] = None,
     recipe: Annotated[Optional[Path], typer.Option(help="Recipe TOML; flags below override its fields.")] = None,
     budget: Annotated[Optional[str], typer.Option(
         help="Limits, e.g. 'size<=24MB,zstd<=20MB,p50<=8ms,p95<=10ms,memory<=300MB,drop<=0.5'.")] = None,
@@ -69,7 +78,7 @@ def compress(
         help="Distill the pruned student from the model, e.g. 'steps=600,lr=1e-3,data=train-split' "
              "(data: train-split, bbc-news, or a .txt/.jsonl/.csv/.parquet file or datasets folder).")] = None,
     quantize: Annotated[Optional[str], typer.Option(
-        help="default | int8-dynamic | int8-static | int4 | fp16 | none.")] = None,
+        help=f"{_SCHEMES} (default: edgegolf's tuned int8).")] = None,
     calibration: Annotated[Optional[str], typer.Option(
         help="int8-static calibration: minmax | percentile | entropy.")] = None,
     block_size: Annotated[Optional[int], typer.Option(help="int4 block size (16, 32, 64, 128...).")] = None,
@@ -156,7 +165,7 @@ def distill_command(
     spec: Annotated[str, typer.Option(
         help="Training settings, e.g. 'steps=600,lr=1e-3,batch_size=16,hidden_weight=1'.")] = "steps=600",
     task: Annotated[Optional[str], typer.Option(
-        help="feature-extraction | text-classification (default: from the student's config).")] = None,
+        help=f"{_TASKS} (default: from the student's config).")] = None,
     checkpoint_dir: Annotated[Optional[Path], typer.Option(
         help="Where checkpoints go (default: OUTPUT.checkpoints beside the output).")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the newest checkpoint after an interruption.")] = False,
@@ -210,7 +219,7 @@ def search_command(
              "postgresql+psycopg2://user:pw@host/db (several). Default: sqlite file OUT.search.db beside OUT.")] = None,
     study: Annotated[Optional[str], typer.Option(help="Study name in the storage (default: edgegolf-<OUT name>).")] = None,
     output: Annotated[Path, typer.Option("-o", "--output", help="Bundle folder for the chosen model.")] = Path("out"),
-    task: Annotated[Optional[str], typer.Option(help="feature-extraction | text-classification.")] = None,
+    task: Annotated[Optional[str], typer.Option(help=f"{_TASKS} (default: from the model's config).")] = None,
     recipe: Annotated[Optional[Path], typer.Option(help="Base recipe TOML (evaluate, bench, export settings).")] = None,
     device: Annotated[Optional[str], typer.Option(help="Device profile for latency, e.g. cpu-1.")] = None,
     eval_limit: Annotated[Optional[int], typer.Option(help="Evaluate on a stratified subset of N texts.")] = None,
@@ -253,7 +262,8 @@ def search_command(
 
 # --- measuring and reports (edgegolf.devices, edgegolf.reports) ---
 _Device = Annotated[str, typer.Option(help="Device profiles, comma-separated: cpu-1,cpu-2, cuda, torch-cuda, "
-                                           "ssh://user@host[:port], or names from --profiles.")]
+                                           "ssh://user@host[:port], or names from --profiles (kinds: "
+                                           f"{', '.join(kind_names())}; see edgegolf devices).")]
 _Batch = Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated, e.g. 1,8.")]
 _Seq = Annotated[str, typer.Option("--seq", help="Sequence lengths in tokens, comma-separated, e.g. 32,128.")]
 _Profiles = Annotated[Optional[Path], typer.Option(
@@ -393,6 +403,7 @@ def main() -> None:
         from click import exceptions as click_errors
 
     try:
+        load_plugins()  # already done by edgegolf.console; here for callers of main() itself
         # not standalone: a mistyped option or value becomes one `error:` line like every
         # other bad input, instead of click's usage box
         code = app(standalone_mode=False, prog_name="edgegolf")

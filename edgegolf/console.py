@@ -10,6 +10,13 @@ from edgegolf.errors import EXIT_ERROR
 
 
 def main() -> None:
+    from edgegolf.plugins import PluginError, load_plugins
+
+    try:  # before the command line is built: its --help lists what plugins register
+        load_plugins()
+    except PluginError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
     try:
         from edgegolf.cli import main as cli_main
     except ImportError as exc:

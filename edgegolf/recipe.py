@@ -15,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from edgegolf.errors import RecipeError
-
-TASK_NAMES = ("feature-extraction", "text-classification", "causal-lm")
+from edgegolf.runtime.registry import task_names
 
 
 def _check_fields(section: str, data: Any, allowed: set[str]) -> dict[str, Any]:
@@ -172,7 +171,7 @@ class Recipe:
             raise RecipeError(f"recipe has unknown section {unknown[0]!r}; accepted: {', '.join(cls.SECTIONS)}")
         task = data.get("task")
         if task is not None:
-            task = _typed("recipe", "task", task, str, choices=TASK_NAMES)
+            task = _typed("recipe", "task", task, str, choices=task_names())
         from edgegolf.compression.prune import prune_config_from_dict
 
         prune = data.get("prune") or {}
@@ -186,7 +185,7 @@ class Recipe:
         quantize = data.get("quantize", {})
         if not isinstance(quantize, dict):
             raise RecipeError(f"recipe [quantize] must be a table, got {quantize!r}")
-        quantize = {"scheme": "default", **quantize}
+        quantize = {"scheme": "default", **quantize}  # quantize.RECIPE_DEFAULT: edgegolf's tuned int8
         quant_config(quantize)  # validates the scheme and its fields now, before any work
         return cls(
             task=task,
@@ -269,7 +268,7 @@ def quant_config(table: dict[str, Any]):
     int8; fields given beside it (such as exclude) adjust that default."""
     from edgegolf.compression import quantize
 
-    if table.get("scheme") == "default":
+    if table.get("scheme") == quantize.RECIPE_DEFAULT:
         return quantize.config_from_dict({**quantize.config_to_dict(quantize.default_int8()),
                                           **{k: v for k, v in table.items() if k != "scheme"}})
     return quantize.config_from_dict(table)

@@ -1,8 +1,10 @@
 """Post-training quantization of an ONNX graph.
 
 A config says *what* (plain frozen dataclass); one registered function per config type says
-*how* (the torchao `quantize_(model, Config())` style). Adding a scheme adds a config, a
-`@_registers(Config)` function and a SCHEMES entry; nothing else changes.
+*how* (the torchao `quantize_(model, Config())` style). Adding a scheme is one
+`@register_scheme("name")` config class and one `@quantizer(Config)` function, in any
+module (a plugin too: see edgegolf/plugins.py); the recipe's and the CLI's scheme choices
+are read from SCHEMES, so nothing else changes.
 
     quantize(in_path, out_path, Int8Dynamic(per_channel=True), calibration_feeds=None)
 
@@ -35,6 +37,29 @@ BLOCKWISE_MODES = ("none", "down-proj", "all")
 BLOCK_SIZES = (16, 32, 64, 128, 256)  # what onnxruntime's blockwise quantizer (MLAS) accepts
 
 
+# --- the registry: scheme name -> config class ---------------------------------------------
+SCHEMES: dict[str, type] = {}  # in registration order: built-ins first, then plugins
+RECIPE_DEFAULT = "default"  # the recipe's alias for edgegolf's tuned int8 (default_int8)
+
+
+def register_scheme(name: str) -> Callable[[type], type]:
+    """Class decorator: `name` is how recipes and --quantize call this config class."""
+    def register(cls: type) -> type:
+        if not isinstance(name, str) or not name or name == RECIPE_DEFAULT:
+            raise ValueError(f"quantization scheme name {name!r} is not accepted; give a non-empty name other than "
+                             f"{RECIPE_DEFAULT!r}")
+        if name in SCHEMES and SCHEMES[name] is not cls:
+            raise ValueError(f"quantization scheme {name!r} is already registered by {SCHEMES[name].__qualname__}")
+        SCHEMES[name] = cls
+        return cls
+    return register
+
+
+def scheme_names(*, with_default: bool = False) -> tuple[str, ...]:
+    """Every registered scheme name (with the recipe alias "default" first when asked)."""
+    return ((RECIPE_DEFAULT,) if with_default else ()) + tuple(SCHEMES)
+
+
 # --- configs: what to do -------------------------------------------------------------------
 def _check_exclude(scheme: str, exclude: Any) -> None:
     if not isinstance(exclude, tuple) or not all(isinstance(p, str) and p for p in exclude):
@@ -53,11 +78,13 @@ def _check_choice(field: str, value: Any, choices: Sequence[Any]) -> None:
         raise RecipeError(f"quantize.{field} = {value!r} is not accepted; choose one of: {', '.join(map(repr, choices))}")
 
 
+@register_scheme("none")
 @dataclass(frozen=True)
 class NoQuant:
     """Leave the graph float32 (the output is a copy of the input)."""
 
 
+@register_scheme("int8-dynamic")
 @dataclass(frozen=True)
 class Int8Dynamic:
     """int8 weights, activations quantized at run time per tensor (onnxruntime quantize_dynamic).
@@ -85,6 +112,7 @@ class Int8Dynamic:
         _check_block_size(self.block_size)
 
 
+@register_scheme("int8-static")
 @dataclass(frozen=True)
 class Int8Static:
     """int8 weights and activations in QDQ format, activation ranges calibrated on real feeds."""
@@ -113,6 +141,7 @@ class Int8Static:
             raise RecipeError(f"quantize.op_types = {self.op_types!r} is not accepted; give operator types such as ['MatMul']")
 
 
+@register_scheme("int4")
 @dataclass(frozen=True)
 class Int4WeightOnly:
     """4-bit blockwise weights in MatMulNBits (onnxruntime MatMulNBitsQuantizer); activations float."""
@@ -130,6 +159,7 @@ class Int4WeightOnly:
         _check_choice("embeddings", self.embeddings, ("per-row", "float"))
 
 
+@register_scheme("fp16")
 @dataclass(frozen=True)
 class Fp16:
     """float16 weights and compute, float32 graph inputs and outputs."""
@@ -140,15 +170,7 @@ class Fp16:
         _check_exclude("fp16", self.exclude)
 
 
-QuantConfig = NoQuant | Int8Dynamic | Int8Static | Int4WeightOnly | Fp16
-
-SCHEMES: dict[str, type] = {
-    "none": NoQuant,
-    "int8-dynamic": Int8Dynamic,
-    "int8-static": Int8Static,
-    "int4": Int4WeightOnly,
-    "fp16": Fp16,
-}
+QuantConfig = Any  # an instance of any class in SCHEMES (the built-ins: NoQuant, Int8Dynamic, ...)
 
 
 def scheme_name(config: QuantConfig) -> str:
@@ -390,7 +412,12 @@ Quantizer = Callable[[Any, Path, Path, list[str], "list[dict[str, np.ndarray]] |
 _REGISTRY: dict[type, Quantizer] = {}
 
 
-def _registers(config_type: type) -> Callable[[Quantizer], Quantizer]:
+def quantizer(config_type: type) -> Callable[[Quantizer], Quantizer]:
+    """Function decorator: how graphs are quantized for `config_type` (a registered scheme).
+
+    The function gets (config, src .onnx, dst .onnx to write, node names excluded, calibration
+    feeds or None) and writes dst; `quantize` wraps it with atomic output and the report.
+    """
     def register(fn: Quantizer) -> Quantizer:
         _REGISTRY[config_type] = fn
         return fn
@@ -406,8 +433,12 @@ def quantize(in_path: str | Path, out_path: str | Path, config: QuantConfig, *,
     scheme = scheme_name(config)
     model = onnx.load(str(in_path))
     excluded = resolve_exclude(model, getattr(config, "exclude", ()))
+    handler = _REGISTRY.get(type(config))
+    if handler is None:
+        raise RecipeError(f"quantization scheme {scheme!r} has no @quantizer function registered for "
+                          f"{type(config).__qualname__}")
     with atomic_output(out_path) as tmp, _application_logging_kept():
-        _REGISTRY[type(config)](config, in_path, tmp, excluded, calibration_feeds)
+        handler(config, in_path, tmp, excluded, calibration_feeds)
     quantized_ops, float_nodes = graph_summary(onnx.load(str(out_path)))
     log.info("quantized %s with %s: %s; %d compute nodes stayed float", in_path.name, scheme,
              ", ".join(f"{k} x{v}" for k, v in quantized_ops.items()) or "nothing", len(float_nodes))
@@ -440,7 +471,7 @@ def _apply_embeddings(path: Path, mode: str, excluded: list[str]) -> None:
         log.info("per-row int8 embedding tables: %s", ", ".join(rewritten))
 
 
-@_registers(NoQuant)
+@quantizer(NoQuant)
 def _no_quant(config: NoQuant, src: Path, dst: Path, excluded: list[str], feeds) -> None:
     shutil.copyfile(src, dst)
 
@@ -474,7 +505,7 @@ def _blockwise_int8(model, mode: str, block_size: int, excluded: list[str]):
     return quantizer.model.model
 
 
-@_registers(Int8Dynamic)
+@quantizer(Int8Dynamic)
 def _int8_dynamic(config: Int8Dynamic, src: Path, dst: Path, excluded: list[str], feeds) -> None:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
@@ -516,7 +547,7 @@ class _FeedReader:
         self._next = 0
 
 
-@_registers(Int8Static)
+@quantizer(Int8Static)
 def _int8_static(config: Int8Static, src: Path, dst: Path, excluded: list[str], feeds) -> None:
     import io
     import tempfile
@@ -582,7 +613,7 @@ def _with_tensor_types(src: Path, typed: Path) -> Path:
     return typed
 
 
-@_registers(Int4WeightOnly)
+@quantizer(Int4WeightOnly)
 def _int4(config: Int4WeightOnly, src: Path, dst: Path, excluded: list[str], feeds) -> None:
     import onnx
 
@@ -596,7 +627,7 @@ def _int4(config: Int4WeightOnly, src: Path, dst: Path, excluded: list[str], fee
     _save(model, dst)
 
 
-@_registers(Fp16)
+@quantizer(Fp16)
 def _fp16(config: Fp16, src: Path, dst: Path, excluded: list[str], feeds) -> None:
     import onnx
     from onnxruntime.transformers.onnx_model import OnnxModel

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from edgegolf.devices.artifact import Artifact, open_artifact
-from edgegolf.devices.cuda import bench_torch_cuda, check_torch_cuda, ort_providers
+from edgegolf.devices.cuda import bench_torch_cuda
 from edgegolf.devices.inputs import fixed_shape_from_encoder
 from edgegolf.devices.latency import LatencyStats, latency_stats, measure_latency
 from edgegolf.devices.memory import probe_onnx
@@ -94,13 +94,7 @@ def bench(
     """The "bench" section of a report document (schema in edgegolf/reports/schema)."""
     artifact = open_artifact(artifact_path)
     for profile in devices:  # what is missing must fail before anything is timed
-        if profile.kind in ("cuda", "tensorrt"):
-            ort_providers(profile)
-        elif profile.kind == "torch-cuda":
-            check_torch_cuda()
-            if torch_model is None:
-                raise RecipeError("device 'torch-cuda' times the PyTorch model; accepted: --torch-model DIR, the "
-                                  "Hugging Face folder the bundle was made from")
+        profile.device_kind.check_bench(profile, torch_model=torch_model)
     for seq in settings.seqs:
         if seq > artifact.spec.max_length:
             raise RecipeError(f"--seq {seq} is longer than {artifact.label}'s max_length {artifact.spec.max_length}; "
@@ -109,12 +103,8 @@ def bench(
     results = []
     for profile in devices:
         log.info("bench %s on %s", artifact.label, profile.name)
-        if profile.kind == "ssh":
-            results.append(_bench_ssh(artifact, profile, settings, texts, remote or RemoteOptions()))
-        elif profile.kind == "torch-cuda":
-            results.append(_bench_torch_cuda(artifact, profile, settings, texts, Path(torch_model)))
-        else:
-            results.append(_bench_local(artifact, profile, settings, texts))
+        results.append(profile.device_kind.bench(artifact, profile, settings, texts, remote=remote or RemoteOptions(),
+                                                 torch_model=torch_model))
     return {
         "artifact": artifact.to_dict(),
         "settings": {"batches": list(settings.batches), "seqs": list(settings.seqs), "warmup": settings.warmup,
@@ -145,11 +135,12 @@ def _encoder_feeds(artifact: Artifact, texts: Sequence[str], batch: int, seq: in
                                     artifact.spec.max_length, texts, batch=batch, seq=seq)
 
 
-def _bench_local(artifact: Artifact, profile: DeviceProfile, settings: BenchSettings, texts: list[str]) -> dict:
+def bench_local(artifact: Artifact, profile: DeviceProfile, settings: BenchSettings, texts: list[str]) -> dict:
+    """A device entry timed in this process through edgegolf.runtime, on the kind's providers and threads."""
     from edgegolf.runtime.models import open_model
 
-    providers = ort_providers(profile)
-    threads = profile.resolved_threads if profile.kind == "cpu" else None
+    kind = profile.device_kind
+    providers, threads = kind.providers(profile), kind.threads(profile)
     shapes = []
     with pinned(profile):  # the session's thread pool must be born inside the mask
         model = open_model(artifact.onnx_path, artifact.tokenizer_path, artifact.spec, threads=threads,
@@ -181,8 +172,9 @@ def _cold(probe: Mapping[str, Any], batch: int, seq: int) -> dict[str, Any]:
     return {"load_ms": load, "first_run_ms": first, "total_ms": load + first, "batch": batch, "seq": seq}
 
 
-def _bench_ssh(artifact: Artifact, profile: DeviceProfile, settings: BenchSettings, texts: list[str],
-               options: RemoteOptions) -> dict:
+def bench_ssh(artifact: Artifact, profile: DeviceProfile, settings: BenchSettings, texts: list[str],
+              options: RemoteOptions) -> dict:
+    """A device entry timed on an ssh device by runner.py; summarised here by the same latency_stats."""
     from edgegolf.devices.size import external_data_files
 
     shapes = [RemoteShape(b, s, _encoder_feeds(artifact, texts, b, s)) for b in settings.batches for s in settings.seqs]
@@ -207,8 +199,9 @@ def _bench_ssh(artifact: Artifact, profile: DeviceProfile, settings: BenchSettin
             "peak_rss_bytes": result.get("peak_rss_bytes"), "estimate": False}
 
 
-def _bench_torch_cuda(artifact: Artifact, profile: DeviceProfile, settings: BenchSettings, texts: list[str],
-                      torch_model: Path) -> dict:
+def bench_torch_cuda_entry(artifact: Artifact, profile: DeviceProfile, settings: BenchSettings, texts: list[str],
+                           torch_model: Path) -> dict:
+    """A device entry for the PyTorch model the artifact was made from, on GPU 0."""
     import torch
 
     shapes = []
@@ -225,4 +218,5 @@ def _bench_torch_cuda(artifact: Artifact, profile: DeviceProfile, settings: Benc
             "note": f"the PyTorch model in {torch_model}, not the ONNX artifact"}
 
 
-__all__ = ["BenchSettings", "bench", "bench_texts", "parse_int_list", "resolve_devices", "shape_entry"]
+__all__ = ["BenchSettings", "bench", "bench_local", "bench_ssh", "bench_texts", "bench_torch_cuda_entry",
+           "parse_int_list", "resolve_devices", "shape_entry"]

@@ -19,10 +19,8 @@ from edgegolf.devices.artifact import open_artifact
 from edgegolf.devices.bench import (
     _encoder_feeds,
     bench_texts,
-    local_runtime,
     shape_entry,
 )
-from edgegolf.devices.cuda import ort_providers
 from edgegolf.devices.latency import (
     BOOTSTRAP_RESAMPLES,
     BOOTSTRAP_SEED,
@@ -66,7 +64,8 @@ def compare(
 ) -> dict[str, Any]:
     """The "compare" section of a report document. Local profiles run here; an ssh device runs
     both graphs in one runner process on the device, in the same alternating blocks."""
-    if profile.kind not in ("cpu", "cuda", "tensorrt", "ssh"):
+    kind = profile.device_kind
+    if not kind.compares:
         raise RecipeError(f"compare runs both ONNX artifacts on one onnxruntime; device {profile.name!r} (kind "
                           f"{profile.kind}) is not accepted: use cpu-1, cpu-2, ..., cuda or ssh://user@host")
     for name, value in (("rounds", rounds), ("runs_per_round", runs_per_round), ("batch", batch), ("seq", seq)):
@@ -78,12 +77,8 @@ def compare(
             raise RecipeError(f"--seq {seq} is longer than {art.label}'s max_length {art.spec.max_length}")
     texts = texts if texts is not None else bench_texts()
     feeds = [_encoder_feeds(art, texts, batch, seq) for art in artifacts]
-    if profile.kind == "ssh":
-        samples, load, runtime = _remote_samples(artifacts, feeds, profile, warmup, rounds, runs_per_round,
-                                                 remote or RemoteOptions())
-    else:
-        samples, load = _local_samples(artifacts, feeds, profile, warmup, rounds, runs_per_round)
-        runtime = local_runtime()
+    samples, load, runtime = kind.compare_samples(artifacts, feeds, profile, warmup, rounds, runs_per_round,
+                                                  remote or RemoteOptions())
     stats = [latency_stats(s, load_avg=load, keep_samples=True) for s in samples]
     ratio, low, high = ratio_of_medians_ci(np.array(samples[0]), np.array(samples[1]))
     beyond = not (low <= 1.0 <= high)
@@ -103,12 +98,13 @@ def compare(
     }
 
 
-def _local_samples(artifacts, feeds, profile: DeviceProfile, warmup: int, rounds: int,
-                   runs_per_round: int) -> tuple[list[list[float]], float]:
+def local_samples(artifacts, feeds, profile: DeviceProfile, warmup: int, rounds: int,
+                  runs_per_round: int) -> tuple[list[list[float]], float]:
+    """Interleaved samples of both graphs in this process, on the kind's providers and threads."""
     from edgegolf.runtime.models import open_model
 
-    providers = ort_providers(profile)
-    threads = profile.resolved_threads if profile.kind == "cpu" else None
+    kind = profile.device_kind
+    providers, threads = kind.providers(profile), kind.threads(profile)
     samples: list[list[float]] = [[], []]
     load = _load_average()  # recorded before timing, as measure_latency does
     with pinned(profile):
@@ -127,8 +123,8 @@ def _local_samples(artifacts, feeds, profile: DeviceProfile, warmup: int, rounds
     return samples, load
 
 
-def _remote_samples(artifacts, feeds, profile: DeviceProfile, warmup: int, rounds: int, runs_per_round: int,
-                    options: RemoteOptions) -> tuple[list[list[float]], float, dict[str, Any]]:
+def remote_samples(artifacts, feeds, profile: DeviceProfile, warmup: int, rounds: int, runs_per_round: int,
+                   options: RemoteOptions) -> tuple[list[list[float]], float, dict[str, Any]]:
     from edgegolf.devices.size import external_data_files
 
     result = run_remote_compare(

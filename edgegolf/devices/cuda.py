@@ -16,28 +16,13 @@ from edgegolf.errors import DeviceError, MissingExtraError
 
 log = logging.getLogger(__name__)
 
-ORT_PROVIDERS = {"cuda": "CUDAExecutionProvider", "tensorrt": "TensorrtExecutionProvider"}
-
-
 def ort_providers(profile: DeviceProfile) -> list[str] | None:
-    """The onnxruntime providers a profile runs on (None: the CPU), after checking they exist."""
-    if profile.kind == "cpu":
-        return None
-    if profile.kind not in ORT_PROVIDERS:
-        raise DeviceError(f"device {profile.name!r} (kind {profile.kind}) is not an onnxruntime target on this host; "
-                          f"accepted here: cpu, {', '.join(ORT_PROVIDERS)} (edgegolf bench times ssh and torch-cuda "
-                          "devices)")
-    import onnxruntime as ort
+    """The onnxruntime providers a profile runs on (None: the CPU), after checking they exist.
 
-    wanted = ORT_PROVIDERS[profile.kind]
-    available = ort.get_available_providers()
-    if wanted not in available:
-        raise MissingExtraError(
-            f"device {profile.name!r} needs onnxruntime's {wanted}, which onnxruntime {ort.__version__} here lacks "
-            f"(it has {', '.join(available)}); install onnxruntime-gpu in place of onnxruntime on a machine with an "
-            f"NVIDIA GPU{' and TensorRT' if profile.kind == 'tensorrt' else ''}"
-        )
-    return [wanted]
+    The profile's kind answers (edgegolf/devices/kinds.py); a kind that does not run ONNX in
+    this process (ssh, torch-cuda) raises DeviceError.
+    """
+    return profile.device_kind.providers(profile)
 
 
 def check_torch_cuda() -> None:

@@ -97,14 +97,13 @@ def bench_onnx(
     min_runs: int = 20,
 ) -> LatencyStats:
     """Latency of `model.run(feeds)` through the runtime an app embeds, on the profile's threads."""
-    from edgegolf.devices.cuda import ort_providers
     from edgegolf.runtime.models import open_model
 
-    # cuda/tensorrt run on their provider; ssh and torch-cuda are not in-process targets (devices/bench.py)
-    providers = ort_providers(profile)
+    # the kind says providers and threads; ssh and torch-cuda are not in-process targets and refuse here
+    kind = profile.device_kind
+    providers, threads = kind.providers(profile), kind.threads(profile)
     with pinned(profile):  # the session's thread pool must be born inside the mask
-        model = open_model(onnx_path, tokenizer_path, spec, threads=profile.resolved_threads if providers is None else None,
-                           providers=providers)
+        model = open_model(onnx_path, tokenizer_path, spec, threads=threads, providers=providers)
         feeds = fixed_shape_feeds(model, texts, batch=batch, seq=seq)
         stats = measure_latency(lambda: model.run(feeds), warmup=warmup, runs=runs, max_seconds=max_seconds,
                                 min_runs=min_runs)

@@ -57,8 +57,10 @@ def probe_onnx(
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> dict[str, Any]:
     """A fresh process's cold start: peak_rss_bytes, load_ms (session + tokenizer) and first_run_ms."""
+    from edgegolf.runtime.registry import model_class
+
     return _probe_result({
-        "kind": "onnx", "onnx_path": str(Path(onnx_path).resolve()), "tokenizer_path": str(Path(tokenizer_path).resolve()),
+        "kind": "onnx", "modules": _outside_modules(model_class(spec.task)), "onnx_path": str(Path(onnx_path).resolve()), "tokenizer_path": str(Path(tokenizer_path).resolve()),
         "spec": spec.to_dict(), "threads": threads, "batch": batch, "seq": seq, "texts": list(texts),
         "cores": list(cores) if cores else None, "providers": providers,
     }, timeout)
@@ -76,10 +78,22 @@ def peak_rss_torch(
     timeout: float = DEFAULT_TIMEOUT_S,
 ) -> int:
     """Peak RSS in bytes of a process that loads the PyTorch model through the task adapter and runs it."""
+    from edgegolf.tasks import get_task
+
     return _probe({
-        "kind": "torch", "model_dir": str(Path(model_dir).resolve()), "task": task, "threads": threads,
+        "kind": "torch", "modules": _outside_modules(type(get_task(task))), "model_dir": str(Path(model_dir).resolve()), "task": task, "threads": threads,
         "batch": batch, "seq": seq, "texts": list(texts), "cores": list(cores) if cores else None,
     }, timeout)
+
+
+def _outside_modules(cls: type | None) -> list[str]:
+    """The module the child must import to know a plugin's task (the built-ins register themselves).
+
+    Only that module, not every plugin: a runtime model's module imports no torch, and the
+    child's peak memory should be what an app that imports it would see.
+    """
+    module = getattr(cls, "__module__", "") or ""
+    return [module] if module and module != "edgegolf" and not module.startswith("edgegolf.") else []
 
 
 def _probe(request: dict[str, Any], timeout: float) -> int:

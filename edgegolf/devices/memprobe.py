@@ -9,6 +9,7 @@ held by earlier stages would hide it. Errors a user can fix end as one stderr li
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import resource
@@ -87,6 +88,11 @@ def main() -> int:
         if request.get("cores"):
             os.sched_setaffinity(0, request["cores"])  # before any library starts its thread pool
         baseline = peak_rss_bytes()
+        for module in request.get("modules") or ():  # a plugin's task: the module that registers it
+            try:
+                importlib.import_module(module)
+            except Exception as exc:  # one line, like every other failure here
+                raise EdgegolfError(f"plugin module {module!r} failed to import: {type(exc).__name__}: {exc}") from None
         timings = {"onnx": run_onnx, "torch": run_torch}[request["kind"]](request)
     except EdgegolfError as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)

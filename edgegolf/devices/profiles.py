@@ -1,9 +1,10 @@
 """Device profiles: which threads (and optionally which cores) a measurement runs on.
 
 A profile is data a user can write (TOML), validated when it is built so that a bad field
-fails before any model is loaded. Kinds: `cpu` (this host, in-process), `cuda` and
-`tensorrt` (onnxruntime-gpu's execution providers), `torch-cuda` (the PyTorch model on a
-GPU) and `ssh` (a remote device reached with `ssh://user@host[:port]`).
+fails before any model is loaded. Its kind (edgegolf/devices/kinds.py, one registered
+object each) says how it is measured: `cpu` (this host, in-process), `cuda` and `tensorrt`
+(onnxruntime-gpu's execution providers), `torch-cuda` (the PyTorch model on a GPU), `ssh` (a
+remote device reached with `ssh://user@host[:port]`), and whatever plugins register.
 """
 
 from __future__ import annotations
@@ -18,26 +19,16 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from edgegolf.devices import kinds
 from edgegolf.errors import RecipeError
 
 log = logging.getLogger(__name__)
-
-KINDS = ("cpu", "cuda", "tensorrt", "torch-cuda", "ssh")
-# What each kind needs beyond the base install (`edgegolf devices` prints it).
-NEEDS = {
-    "cpu": "nothing beyond the base install",
-    "cuda": "an NVIDIA GPU and onnxruntime-gpu (pip install onnxruntime-gpu, replacing onnxruntime)",
-    "tensorrt": "an NVIDIA GPU, onnxruntime-gpu and TensorRT libraries",
-    "torch-cuda": "an NVIDIA GPU, a CUDA build of torch, and a Hugging Face model folder to time",
-    "ssh": "the remote extra (pip install 'edgegolf[remote]'), key authentication, and python3 with "
-           "onnxruntime and numpy on the device",
-}
 
 
 @dataclass(frozen=True)
 class DeviceProfile:
     name: str
-    kind: str = "cpu"  # one of KINDS
+    kind: str = "cpu"  # a registered device kind (edgegolf.devices.kinds)
     threads: int | None = None  # onnxruntime intra_op_num_threads / torch threads; None: all cores
     cores: tuple[int, ...] | None = None  # pin the measuring process to these CPU ids (Linux only)
     description: str = ""
@@ -48,8 +39,8 @@ class DeviceProfile:
         where = f"device profile {self.name!r}"
         if not isinstance(self.name, str) or not self.name.strip():
             raise RecipeError(f"device profile field 'name' is {self.name!r}; accepted: a non-empty string")
-        if self.kind not in KINDS:
-            raise RecipeError(f"{where}: field 'kind' is {self.kind!r}; accepted: {', '.join(KINDS)}")
+        if self.kind not in kinds.kind_names():
+            raise RecipeError(f"{where}: field 'kind' is {self.kind!r}; accepted: {', '.join(kinds.kind_names())}")
         if self.threads is not None and (
             isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
         ):
@@ -71,16 +62,23 @@ class DeviceProfile:
             raise RecipeError(f"{where}: field 'description' is {self.description!r}; accepted: a string")
         if not isinstance(self.python, str) or not self.python.strip():
             raise RecipeError(f"{where}: field 'python' is {self.python!r}; accepted: the device's python command")
-        if self.kind == "ssh":
-            parse_ssh_url(self.url, where=where)  # raises on a malformed url
-        elif self.url is not None:
-            raise RecipeError(f"{where}: field 'url' is set for kind {self.kind!r}; accepted: only with kind 'ssh'")
-        if self.cores is not None and self.kind != "cpu":
-            raise RecipeError(f"{where}: field 'cores' is set for kind {self.kind!r}; accepted: only with kind 'cpu'")
+        kind = kinds.get_kind(self.kind)
+        if self.url is not None and not kind.takes_url:
+            raise RecipeError(f"{where}: field 'url' is set for kind {self.kind!r}; accepted: only with kind "
+                              f"{_kinds_with('takes_url')}")
+        if self.cores is not None and not kind.takes_cores:
+            raise RecipeError(f"{where}: field 'cores' is set for kind {self.kind!r}; accepted: only with kind "
+                              f"{_kinds_with('takes_cores')}")
+        kind.validate(self, where)
+
+    @property
+    def device_kind(self) -> kinds.DeviceKind:
+        """What measures this profile (edgegolf.devices.kinds)."""
+        return kinds.get_kind(self.kind)
 
     @property
     def needs(self) -> str:
-        return NEEDS[self.kind]
+        return self.device_kind.needs
 
     @property
     def resolved_threads(self) -> int:
@@ -97,6 +95,10 @@ class DeviceProfile:
             "url": self.url,
             "python": self.python,
         }
+
+
+def _kinds_with(flag: str) -> str:
+    return " or ".join(repr(k.name) for k in kinds.all_kinds() if getattr(k, flag))
 
 
 @dataclass(frozen=True)
@@ -125,32 +127,20 @@ def parse_ssh_url(url: object, *, where: str = "device") -> SshTarget:
                      port=port)
 
 
-BUILTIN: dict[str, DeviceProfile] = {
-    p.name: p
-    for p in (
-        DeviceProfile("cpu-1", threads=1, description="one CPU thread: the honest stand-in for one edge core"),
-        DeviceProfile("cpu-2", threads=2, description="two CPU threads"),
-        DeviceProfile("cpu-4", threads=4, description="four CPU threads"),
-        DeviceProfile("cpu-all", threads=None, description="as many threads as this machine has cores"),
-    )
-}
-# Accelerator targets: built in, but usable only where their runtime is installed (devices/cuda.py).
-ACCELERATORS: dict[str, DeviceProfile] = {
-    p.name: p
-    for p in (
-        DeviceProfile("cuda", kind="cuda", description="onnxruntime's CUDA execution provider on GPU 0"),
-        DeviceProfile("tensorrt", kind="tensorrt", description="onnxruntime's TensorRT execution provider on GPU 0"),
-        DeviceProfile("torch-cuda", kind="torch-cuda",
-                      description="the PyTorch model on GPU 0 in fp16, replayed as a CUDA graph"),
-    )
-}
+# The built-in kinds' profiles as they are at import (plugins' kinds add theirs to all_profiles).
+BUILTIN: dict[str, DeviceProfile] = {p.name: p for p in kinds.get_kind("cpu").builtin_profiles()}
+# Accelerator targets: built in, but usable only where their runtime is installed (devices/kinds.py).
+ACCELERATORS: dict[str, DeviceProfile] = {name: p for name, p in kinds.builtin_profiles().items()
+                                          if name not in BUILTIN}
 
 
 def get_profile(name: str, custom: Mapping[str, DeviceProfile] | None = None) -> DeviceProfile:
-    """A built-in profile, one of `custom` (e.g. from `load_profiles_toml`), or an ssh:// url."""
-    if isinstance(name, str) and name.startswith("ssh://"):
-        return DeviceProfile(name=name, kind="ssh", url=name, description="remote device over SSH")
-    known = {**BUILTIN, **ACCELERATORS, **(custom or {})}
+    """A registered kind's built-in profile, one of `custom` (e.g. from `load_profiles_toml`), or
+    a profile a kind makes from the name itself (an ssh:// url)."""
+    made = kinds.profile_from_name(name)
+    if made is not None:
+        return made
+    known = all_profiles(custom)
     try:
         return known[name]
     except (KeyError, TypeError):
@@ -159,7 +149,7 @@ def get_profile(name: str, custom: Mapping[str, DeviceProfile] | None = None) ->
 
 
 def all_profiles(custom: Mapping[str, DeviceProfile] | None = None) -> dict[str, DeviceProfile]:
-    return {**BUILTIN, **ACCELERATORS, **(custom or {})}
+    return {**kinds.builtin_profiles(), **(custom or {})}
 
 
 _FIELDS = tuple(f.name for f in fields(DeviceProfile) if f.name != "name")
@@ -187,11 +177,12 @@ def load_profiles_toml(path: str | Path) -> dict[str, DeviceProfile]:
             f"device profile file {str(path)!r} has top-level keys {sorted(data)}; accepted: only [profiles.<name>] tables"
         )
     profiles: dict[str, DeviceProfile] = {}
+    builtin = kinds.builtin_profiles()
     for name, table in data["profiles"].items():
-        if name in BUILTIN or name in ACCELERATORS:
+        if name in builtin:
             raise RecipeError(
                 f"device profile {name!r} in {str(path)!r} shadows a built-in profile; accepted: a name other than "
-                f"{', '.join([*BUILTIN, *ACCELERATORS])}"
+                f"{', '.join(builtin)}"
             )
         if not isinstance(table, dict):
             raise RecipeError(f"device profile {name!r} in {str(path)!r} is {table!r}; accepted: a table of {list(_FIELDS)}")

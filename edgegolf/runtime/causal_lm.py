@@ -27,6 +27,7 @@ from tokenizers import Tokenizer
 
 from edgegolf.errors import BundleError, InputError
 from edgegolf.runtime.models import TaskModel
+from edgegolf.runtime.registry import runtime_model
 from edgegolf.runtime.tokenize import check_texts
 
 # logits_of(ids [n]) -> float logits [n, vocab]: the model applied to one window of token ids
@@ -114,10 +115,12 @@ class Generation:
     prompt_ids: list[int]  # the prompt as the model saw it (after any left truncation)
 
 
+@runtime_model
 class CausalLM(TaskModel):
     """causal-lm: `score` texts and `generate` continuations with the key/value cache."""
 
     task = "causal-lm"
+    methods = ".score() or .generate()"
 
     def __init__(self, session, encoder, spec, *, manifest=None):
         super().__init__(session, encoder, spec, manifest=manifest)

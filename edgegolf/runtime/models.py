@@ -19,6 +19,7 @@ import onnxruntime as ort
 from onnxruntime.capi.onnxruntime_pybind11_state import InvalidArgument
 
 from edgegolf.errors import BundleError, InputError
+from edgegolf.runtime.registry import model_class, runtime_model
 from edgegolf.runtime.session import create_session
 from edgegolf.runtime.spec import ModelSpec
 from edgegolf.runtime.tokenize import TextEncoder, check_batch_size, check_texts, make_tokenizer
@@ -41,7 +42,8 @@ class Prediction:
 class TaskModel:
     """What every bundle can do: tokenize (`encode`) and run the graph (`run`)."""
 
-    task: ClassVar[str] = ""
+    task: ClassVar[str] = ""  # the registered task name (edgegolf.runtime.registry)
+    methods: ClassVar[str] = ".run()"  # what an app calls on this task's bundles (named in errors)
 
     def __init__(self, session: ort.InferenceSession, encoder: TextEncoder, spec: ModelSpec,
                  *, manifest: dict[str, Any] | None = None):
@@ -50,6 +52,11 @@ class TaskModel:
         self.spec = spec
         self.manifest = manifest  # the bundle's manifest when loaded from one
         self._output_names = list(spec.output_names)
+        self.check_graph(session, spec)
+
+    @classmethod
+    def check_graph(cls, session: ort.InferenceSession, spec: ModelSpec) -> None:
+        """The graph must take what the spec feeds and give what the spec reads (a task adds its own checks)."""
         _check_graph(session, spec)
 
     @property
@@ -96,7 +103,7 @@ class TaskModel:
     def _wrong_task(self, method: str, needs: str) -> InputError:
         return InputError(
             f".{method}() needs a {needs} bundle, but this bundle's task is {self.spec.task!r}; "
-            f"use {_METHODS[self.spec.task]} or load a {needs} bundle"
+            f"use {getattr(model_class(self.spec.task), 'methods', '.run()')} or load a {needs} bundle"
         )
 
     def embed(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
@@ -109,10 +116,12 @@ class TaskModel:
         raise self._wrong_task("classify", "text-classification")
 
 
+@runtime_model
 class EmbeddingModel(TaskModel):
     """feature-extraction: one vector per text, pooled over its tokens and (per spec) L2-normalised."""
 
     task = "feature-extraction"
+    methods = ".embed()"
 
     def __init__(self, session, encoder, spec, *, manifest=None):
         if spec.pooling not in POOLINGS:
@@ -129,10 +138,22 @@ class EmbeddingModel(TaskModel):
         return pool(outputs, attention_mask, self.spec)
 
 
+@runtime_model
 class ClassificationModel(TaskModel):
     """text-classification: logits and softmax predictions over spec.labels."""
 
     task = "text-classification"
+    methods = ".classify() or .logits()"
+
+    @classmethod
+    def check_graph(cls, session: ort.InferenceSession, spec: ModelSpec) -> None:
+        super().check_graph(session, spec)
+        outputs = {o.name: o for o in session.get_outputs()}
+        if spec.labels:
+            width = outputs[spec.output_names[0]].shape[-1] if outputs[spec.output_names[0]].shape else None
+            if isinstance(width, int) and width != len(spec.labels):
+                raise BundleError(f"the graph gives {width} logits; the manifest names {len(spec.labels)} labels "
+                                  f"{list(spec.labels)}")
 
     def logits(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
         """float32 [len(texts), len(labels)]."""
@@ -154,12 +175,6 @@ class ClassificationModel(TaskModel):
         return [Prediction(labels[i], float(probs[row, i])) for row, i in enumerate(best)]
 
 
-MODELS: dict[str, type[TaskModel]] = {EmbeddingModel.task: EmbeddingModel,
-                                      ClassificationModel.task: ClassificationModel}
-_METHODS = {EmbeddingModel.task: ".embed()", ClassificationModel.task: ".classify() or .logits()",
-            "causal-lm": ".score() or .generate()"}
-
-
 def _check_graph(session: ort.InferenceSession, spec: ModelSpec) -> None:
     """The graph must take what the spec feeds and give what the spec reads."""
     inputs = [i.name for i in session.get_inputs()]
@@ -170,11 +185,6 @@ def _check_graph(session: ort.InferenceSession, spec: ModelSpec) -> None:
     missing = [n for n in spec.output_names if n not in outputs]
     if missing:
         raise BundleError(f"the graph has no outputs {missing}; it gives {list(outputs)}")
-    if spec.task == ClassificationModel.task and spec.labels:
-        width = outputs[spec.output_names[0]].shape[-1] if outputs[spec.output_names[0]].shape else None
-        if isinstance(width, int) and width != len(spec.labels):
-            raise BundleError(f"the graph gives {width} logits; "
-                              f"the manifest names {len(spec.labels)} labels {list(spec.labels)}")
 
 
 def pool(outputs: np.ndarray | Sequence[np.ndarray], attention_mask: np.ndarray, spec: ModelSpec) -> np.ndarray:
@@ -218,14 +228,12 @@ def open_model(
     if not isinstance(spec, ModelSpec):
         raise BundleError(f"spec is a {type(spec).__name__}; "
                           "expected a ModelSpec (ModelSpec.from_dict reads a manifest's)")
-    from edgegolf.runtime.causal_lm import (
-        CausalLM,  # a TaskModel subclass in its own module: imported here, not circularly
-    )
+    from edgegolf.runtime.registry import task_names
 
-    models = {**MODELS, CausalLM.task: CausalLM}
-    cls = models.get(spec.task)
+    cls = model_class(spec.task)
     if cls is None:
-        raise BundleError(f"task {spec.task!r} has no runtime model; this runtime runs {sorted(models)}")
+        raise BundleError(f"task {spec.task!r} has no runtime model; this runtime runs {sorted(task_names())} "
+                          "(a plugin's task needs its module imported, or EDGEGOLF_PLUGINS for the command line)")
     encoder = make_tokenizer(tokenizer_path, spec)
     session = create_session(onnx_path, threads=threads, providers=providers)
     model = cls(session, encoder, spec)

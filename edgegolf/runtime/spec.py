@@ -10,13 +10,12 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from edgegolf.errors import BundleError
-
-TASKS = ("feature-extraction", "text-classification", "causal-lm")
+from edgegolf.runtime.registry import task_names
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    task: str  # one of TASKS
+    task: str  # a registered task (edgegolf.runtime.registry)
     input_names: tuple[str, ...]  # graph inputs, e.g. ("input_ids", "attention_mask", "token_type_ids")
     output_names: tuple[str, ...]  # graph outputs, e.g. ("last_hidden_state",) or ("logits",)
     max_length: int  # longer inputs are truncated to this many tokens
@@ -55,8 +54,8 @@ class ModelSpec:
         except (KeyError, TypeError) as exc:
             raise BundleError(f"manifest 'model' section is incomplete or malformed: {exc}") from None
         _check_types(spec, data)
-        if spec.task not in TASKS:
-            raise BundleError(f"manifest names task {spec.task!r}; this runtime runs {list(TASKS)}")
+        if spec.task not in task_names():
+            raise BundleError(f"manifest names task {spec.task!r}; this runtime runs {list(task_names())}")
         return spec
 
 

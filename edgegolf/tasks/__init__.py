@@ -1,32 +1,16 @@
-"""Task adapters: everything that differs between tasks lives in one file per task."""
+"""Task adapters: everything that differs between tasks lives in one file per task.
+
+A task is registered once (edgegolf/tasks/registry.py): its adapter names its runtime model
+and takes its name from it. The built-in tasks register on import, plugins on theirs.
+"""
 
 from __future__ import annotations
 
-from edgegolf.errors import RecipeError
+# ruff: noqa: I001  (registration order is the order of every task list: the built-ins in this order, then plugins)
+from edgegolf.tasks import feature_extraction  # noqa: F401
+from edgegolf.tasks import text_classification  # noqa: F401
+from edgegolf.tasks import causal_lm  # noqa: F401
 from edgegolf.tasks.base import TaskAdapter
-from edgegolf.tasks.causal_lm import CausalLM
-from edgegolf.tasks.feature_extraction import FeatureExtraction
-from edgegolf.tasks.text_classification import TextClassification
+from edgegolf.tasks.registry import adapter_names, get_task, infer_task, register_task
 
-_ADAPTERS: dict[str, type[TaskAdapter]] = {
-    FeatureExtraction.name: FeatureExtraction,
-    TextClassification.name: TextClassification,
-    CausalLM.name: CausalLM,
-}
-TASK_NAMES = tuple(_ADAPTERS)
-
-
-def get_task(name: str) -> TaskAdapter:
-    try:
-        return _ADAPTERS[name]()
-    except KeyError:
-        raise RecipeError(f"task {name!r} is not supported; choose one of: {', '.join(TASK_NAMES)}") from None
-
-
-def infer_task(config) -> str:
-    """The task a model was built for, from its config's architectures."""
-    for architecture in getattr(config, "architectures", None) or ():
-        for adapter in _ADAPTERS.values():
-            if adapter.claims(architecture):
-                return adapter.name
-    return FeatureExtraction.name
+__all__ = ["TaskAdapter", "adapter_names", "get_task", "infer_task", "register_task"]

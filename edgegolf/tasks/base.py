@@ -16,10 +16,11 @@ import numpy as np
 import torch
 
 from edgegolf.data import Split
-from edgegolf.errors import SourceError
+from edgegolf.errors import RecipeError, SourceError
 from edgegolf.runtime.models import TaskModel
-from edgegolf.runtime.tokenize import TextEncoder
 from edgegolf.runtime.spec import ModelSpec
+from edgegolf.runtime.tokenize import TextEncoder
+from edgegolf.tasks.losses import HIDDEN_SEQUENCE_DIMS
 
 log = logging.getLogger(__name__)
 
@@ -42,16 +43,24 @@ class OutputOf(torch.nn.Module):
 
 
 class TaskAdapter:
+    """One task's torch side. Register a subclass with edgegolf.tasks.registry.register_task;
+    its `name` is set from `runtime_model.task`."""
+
     name: ClassVar[str]
+    runtime_model: ClassVar[type[TaskModel]]  # what an app gets for this task's bundles
     auto_class: ClassVar[str]  # the transformers Auto class that loads this task's model
     output_names: ClassVar[tuple[str, ...]]
     scores_train: ClassVar[bool] = True  # score() reads the train rows too (a linear probe); else only test
     optimizable: ClassVar[bool] = True  # whether onnxruntime's transformer fusions apply to its graph
+    accuracy_meaning: ClassVar[str] = "test-split accuracy"  # what score()'s "accuracy" is, for reports
 
     @classmethod
     def claims(cls, architecture: str) -> bool:
         """Whether a config's architecture name means this task."""
         return False
+
+    def check_source(self, config, model_name: str) -> None:
+        """Refuse (SourceError) a model this task cannot measure honestly, from its config alone."""
 
     # --- data ----------------------------------------------------------------------------
     def load_split(self, settings) -> Split:
@@ -149,6 +158,29 @@ class TaskAdapter:
     def artifact_item(self, runtime_model: TaskModel, text: str) -> np.ndarray:
         """An ONNX artifact's per-text result, through the runtime an app uses."""
         raise NotImplementedError
+
+    # --- distillation (edgegolf/compression/distill/train.py calls these) ----------------
+    # Which dimension of each batched view from distill_view is the token position: such
+    # teacher targets are cached per text cut to its real length. "hidden" is mapped_hidden_states'.
+    distill_sequence_dims: ClassVar[dict[str, int]] = HIDDEN_SEQUENCE_DIMS
+
+    def check_distill_pair(self, teacher_config, student_config) -> None:
+        """Refuse (RecipeError) a teacher/student pair this task cannot distill, before any work."""
+
+    def distill_view(self, outputs, attention_mask: torch.Tensor, config, layers: list[int] | None
+                     ) -> dict[str, torch.Tensor]:
+        """What the distillation loss compares, from a forward pass's outputs (pooling happens here)."""
+        raise RecipeError(f"task {self.name!r} does not declare how to distill it (distill_view / distill_loss)")
+
+    def distill_loss(self, student: dict[str, torch.Tensor], teacher: dict[str, torch.Tensor],
+                     attention_mask: torch.Tensor, config, labels: torch.Tensor | None = None
+                     ) -> tuple[torch.Tensor, dict[str, float]]:
+        """(loss, its named parts as floats) between the student's and the teacher's views."""
+        raise RecipeError(f"task {self.name!r} does not declare how to distill it (distill_view / distill_loss)")
+
+    def distill_label_ids(self, model_config, labels) -> list[int] | None:
+        """Per-text class ids from the transfer data's labels, for a hard-label loss; None: labels carry no signal."""
+        return None
 
     # --- scoring ------------------------------------------------------------------------
     def score(self, teacher: "Outputs", candidate: "Outputs", split: Split, model_config) -> dict[str, float]:

@@ -27,18 +27,23 @@ from edgegolf.export.causal import (
     export_causal_lm,
     with_cache_feeds,
 )
+from edgegolf.runtime.causal_lm import CausalLM as CausalLMModel
 from edgegolf.runtime.causal_lm import LMScore, score_text, untruncated
 from edgegolf.runtime.models import TaskModel
 from edgegolf.runtime.spec import ModelSpec
 from edgegolf.runtime.tokenize import TextEncoder
 from edgegolf.tasks.base import TaskAdapter
+from edgegolf.tasks.losses import HIDDEN_SEQUENCE_DIMS
+from edgegolf.tasks.registry import register_task
 
 CHUNK_CHARS = 2000
 TEXT_LABEL = "text"  # text files carry no classes: every chunk gets this label
 
 
+@register_task
 class CausalLM(TaskAdapter):
-    name = "causal-lm"
+    runtime_model = CausalLMModel
+    accuracy_meaning = "next-token top-1 accuracy of the held-out text"
     auto_class = "AutoModelForCausalLM"
     output_names = ("logits",)
     scores_train = False  # only the held-out texts are scored
@@ -121,10 +126,12 @@ class CausalLM(TaskAdapter):
         return self._tokenizer_of[1]
 
     # --- distillation -------------------------------------------------------------------
+    distill_sequence_dims = {**HIDDEN_SEQUENCE_DIMS, "token_logits": 1}  # [batch, seq, vocab]
+
     def distill_view(self, outputs, attention_mask: torch.Tensor, config, layers: list[int] | None
                      ) -> dict[str, torch.Tensor]:
         """What the distillation loss compares: the next-token logits of every position (+ hidden states)."""
-        from edgegolf.compression.distill.losses import mapped_hidden_states
+        from edgegolf.tasks.losses import mapped_hidden_states
 
         view = {"token_logits": outputs.logits}
         if layers:
@@ -137,7 +144,7 @@ class CausalLM(TaskAdapter):
         """KL(teacher || student) of the next-token distributions at every real (unpadded) position,
         averaged over tokens; plus hidden_weight x MSE of mapped hidden states when asked.
         Labels carry no signal for a language model and are ignored."""
-        from edgegolf.compression.distill.losses import masked_hidden_mse, soft_kl
+        from edgegolf.tasks.losses import masked_hidden_mse, soft_kl
 
         real = attention_mask.bool()
         kl = soft_kl(student["token_logits"][real], teacher["token_logits"][real], config.temperature)

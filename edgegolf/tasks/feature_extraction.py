@@ -11,13 +11,17 @@ import numpy as np
 import torch
 
 from edgegolf.data import Split
-from edgegolf.runtime.models import TaskModel, pool
+from edgegolf.errors import RecipeError
+from edgegolf.runtime.models import EmbeddingModel, TaskModel, pool
 from edgegolf.runtime.tokenize import TextEncoder
 from edgegolf.tasks.base import Outputs, TaskAdapter, cosine_rows
+from edgegolf.tasks.registry import register_task
 
 
+@register_task
 class FeatureExtraction(TaskAdapter):
-    name = "feature-extraction"
+    runtime_model = EmbeddingModel
+    accuracy_meaning = "linear-probe accuracy on frozen embeddings"
     auto_class = "AutoModel"
     output_names = ("last_hidden_state",)
 
@@ -33,10 +37,16 @@ class FeatureExtraction(TaskAdapter):
         return runtime_model.embed([text])[0]
 
     # --- distillation -------------------------------------------------------------------
+    def check_distill_pair(self, teacher_config, student_config) -> None:
+        s_width, t_width = getattr(student_config, "hidden_size", None), getattr(teacher_config, "hidden_size", None)
+        if s_width != t_width:
+            raise RecipeError(f"feature-extraction distillation compares embeddings, but the student's width is "
+                              f"{s_width} and the teacher's {t_width}; give a student of width {t_width}")
+
     def distill_view(self, outputs, attention_mask: torch.Tensor, config, layers: list[int] | None
                      ) -> dict[str, torch.Tensor]:
         """What the distillation loss compares: the pooled embedding (+ mapped hidden states)."""
-        from edgegolf.compression.distill.losses import mapped_hidden_states, mean_pool
+        from edgegolf.tasks.losses import mapped_hidden_states, mean_pool
 
         view = {"pooled": mean_pool(outputs.last_hidden_state, attention_mask)}
         if layers:
@@ -51,7 +61,7 @@ class FeatureExtraction(TaskAdapter):
         Cosine is the direct objective: the deployed embedding is L2-normalised, so only its
         direction matters. Labels carry no signal for an embedding model and are ignored.
         """
-        from edgegolf.compression.distill.losses import (
+        from edgegolf.tasks.losses import (
             cosine_loss,
             masked_hidden_mse,
             mse_loss,

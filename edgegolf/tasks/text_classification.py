@@ -11,9 +11,11 @@ import numpy as np
 import torch
 
 from edgegolf.data import Split
-from edgegolf.runtime.models import TaskModel
+from edgegolf.errors import SourceError
+from edgegolf.runtime.models import ClassificationModel, TaskModel
 from edgegolf.runtime.tokenize import TextEncoder
 from edgegolf.tasks.base import Outputs, TaskAdapter, cosine_rows
+from edgegolf.tasks.registry import register_task
 
 
 def model_labels(config) -> tuple[str, ...]:
@@ -21,14 +23,22 @@ def model_labels(config) -> tuple[str, ...]:
     return tuple(str(id2label[i]) for i in sorted(id2label, key=int))
 
 
+@register_task
 class TextClassification(TaskAdapter):
-    name = "text-classification"
+    runtime_model = ClassificationModel
     auto_class = "AutoModelForSequenceClassification"
     output_names = ("logits",)
 
     @classmethod
     def claims(cls, architecture: str) -> bool:
         return architecture.endswith("ForSequenceClassification")
+
+    def check_source(self, config, model_name: str) -> None:
+        architectures = getattr(config, "architectures", None)
+        if architectures and not any(self.claims(a) for a in architectures):
+            # the head would be random weights, measured as if trained
+            raise SourceError(f"model {model_name!r} is a {architectures[0]} with no classification head; "
+                              "text-classification needs a model fine-tuned for it, or use --task feature-extraction")
 
     def spec_fields(self, model):
         return {"labels": model_labels(model.config)}
@@ -43,7 +53,7 @@ class TextClassification(TaskAdapter):
     def distill_view(self, outputs, attention_mask: torch.Tensor, config, layers: list[int] | None
                      ) -> dict[str, torch.Tensor]:
         """What the distillation loss compares: the logits (+ mapped hidden states)."""
-        from edgegolf.compression.distill.losses import mapped_hidden_states
+        from edgegolf.tasks.losses import mapped_hidden_states
 
         view = {"logits": outputs.logits}
         if layers:
@@ -67,7 +77,7 @@ class TextClassification(TaskAdapter):
 
         Plus hidden_weight x MSE of mapped hidden states when asked.
         """
-        from edgegolf.compression.distill.losses import (
+        from edgegolf.tasks.losses import (
             hard_label_ce,
             masked_hidden_mse,
             soft_kl,

@@ -1,6 +1,6 @@
-"""Refit: least-squares repair of a pruned BERT-family student before gradient steps.
+"""Refit: least-squares repair of a pruned post-LayerNorm student before gradient steps.
 
-Pruning heads and FFN neurons leaves each layer's output projections (attention output
+Pruning heads and FFN neurons leaves each layer's output projections (BERT: attention output
 dense, FFN output dense) summing fewer inputs than they were trained for. For each student
 layer in turn, on a few calibration texts, this solves for the weights and bias of those two
 projections that make the sum entering each LayerNorm (projection + residual) closest, in
@@ -10,8 +10,9 @@ dropped layers). Closed form, a few forward passes: cheap beside training, and t
 starts nearer the teacher (Kwon et al. 2022, "A Fast Post-Training Pruning Framework for
 Transformers", rescale pruned layers by least squares in the same spirit).
 
-Only post-LayerNorm BERT-style layers (BERT, MiniLM, RoBERTa) are refitted; other models are
-left as they are, and the report says so.
+Where those projections and LayerNorms are comes from the pruning family
+(`Family.refit_points`, edgegolf/compression/prune/arch.py): today post-LayerNorm BERT-style
+layers (BERT, MiniLM, RoBERTa). Other models are left as they are, and the report says so.
 """
 
 from __future__ import annotations
@@ -26,13 +27,15 @@ log = logging.getLogger(__name__)
 RIDGE = 1e-4  # relative to the mean diagonal of X^T X: keeps the solve stable on few tokens
 
 
-def _bert_layers(model) -> list[Any] | None:
-    encoder = getattr(getattr(model, "base_model", model), "encoder", None)
-    layers = getattr(encoder, "layer", None)
-    if layers is None or not all(hasattr(l, "attention") and hasattr(l, "output") and hasattr(l.output, "dense")
-                                 and hasattr(l.attention, "output") for l in layers):
+def _refit_points(model) -> list[list[Any]] | None:
+    """Each layer's refit points (its family's), or None where the refit does not apply."""
+    from edgegolf.compression.prune.arch import supported_types
+
+    family = supported_types().get(getattr(model.config, "model_type", None))
+    if family is None:
         return None
-    return list(layers)
+    points = [family.refit_points(block) for block in family.layer_list(model.base_model)]
+    return points if all(p for p in points) else None
 
 
 class _AllCaptured(Exception):
@@ -92,7 +95,7 @@ def refit_pruned_layers(teacher, student, batch: dict[str, torch.Tensor], layer_
     Returns {"refitted": bool, "layers": [{"layer", "teacher_layer", "attention": [before, after],
     "ffn": [before, after]}], "tokens": n} (relative squared errors of the sums entering each LayerNorm).
     """
-    s_layers, t_layers = _bert_layers(student), _bert_layers(teacher)
+    s_layers, t_layers = _refit_points(student), _refit_points(teacher)
     if s_layers is None or t_layers is None or len(layer_map) != len(s_layers):
         log.info("refit skipped: %s is not a BERT-style encoder", type(student).__name__)
         return {"refitted": False, "reason": f"{type(student).__name__} is not a BERT-style post-LayerNorm encoder"}
@@ -101,17 +104,18 @@ def refit_pruned_layers(teacher, student, batch: dict[str, torch.Tensor], layer_
     student.eval()
     records = []
     with torch.no_grad():
-        # the teacher's sums entering the two LayerNorms of each mapped layer, in one pass
-        norms = [m for t in layer_map for m in (t_layers[t].attention.output.LayerNorm, t_layers[t].output.LayerNorm)]
-        sums = [args[0][mask] for args in _capture_all(norms, lambda: teacher(**batch))]
-        for index, (layer, t_index) in enumerate(zip(s_layers, layer_map)):
-            attention_sum, ffn_sum = sums[2 * index], sums[2 * index + 1]
-            context, residual = _capture_inputs(layer.attention.output, lambda: student(**batch))[:2]
-            attention = _fit_projection(layer.attention.output.dense, context[mask], attention_sum - residual[mask])
-            hidden, residual = _capture_inputs(layer.output, lambda: student(**batch))[:2]
-            ffn = _fit_projection(layer.output.dense, hidden[mask], ffn_sum - residual[mask])
-            records.append({"layer": index, "teacher_layer": t_index, "attention": list(attention), "ffn": list(ffn)})
-            log.info("refit layer %d (teacher layer %d): attention error %.3f -> %.3f, FFN error %.3f -> %.3f",
-                     index, t_index, *attention, *ffn)
+        # the teacher's sums entering every LayerNorm of each mapped layer, in one pass
+        norms = [point.norm for t in layer_map for point in t_layers[t]]
+        sums = iter([args[0][mask] for args in _capture_all(norms, lambda: teacher(**batch))])
+        for index, (points, t_index) in enumerate(zip(s_layers, layer_map)):
+            record: dict[str, Any] = {"layer": index, "teacher_layer": t_index}
+            for point in points:  # in forward order: each fit sees the repaired sublayers before it
+                target = next(sums)
+                x, residual = _capture_inputs(point.block_output, lambda: student(**batch))[:2]
+                record[point.name] = list(_fit_projection(point.projection, x[mask], target - residual[mask]))
+            records.append(record)
+            log.info("refit layer %d (teacher layer %d): %s", index, t_index,
+                     ", ".join(f"{name} error {before:.3f} -> {after:.3f}"
+                               for name, value in record.items() if isinstance(value, list) for before, after in [value]))
     student.train(was_training)
     return {"refitted": True, "layers": records, "tokens": int(mask.sum())}

@@ -34,7 +34,6 @@ from edgegolf.compression.distill.checkpoint import (
     save_checkpoint,
 )
 from edgegolf.compression.distill.config import DistillConfig
-from edgegolf.compression.distill.losses import SEQUENCE_DIMS
 from edgegolf.compression.distill.parallel import Processes
 from edgegolf.compression.distill.transfer import (
     TransferData,
@@ -196,14 +195,15 @@ class _Batches:
 class _TargetCache:
     """Teacher targets per text, kept so that later epochs skip the teacher's forward pass.
 
-    Sequence-shaped targets (losses.SEQUENCE_DIMS) are stored cut to the text's real length
+    Sequence-shaped targets (the task's distill_sequence_dims) are stored cut to the text's real length
     and padded back with zeros for a longer batch; the loss masks padding out. With left
     padding (`sequences` False) only per-text vectors are kept.
     """
 
-    def __init__(self, limit_bytes: int, sequences: bool):
+    def __init__(self, limit_bytes: int, sequences: bool, sequence_dims: dict[str, int]):
         self.items: dict[int, dict[str, torch.Tensor]] = {}
         self.limit, self.sequences, self.bytes, self.full = limit_bytes, sequences, 0, False
+        self.sequence_dims = sequence_dims
 
     def get(self, indices: list[int], length: int) -> dict[str, torch.Tensor] | None:
         if not all(i in self.items for i in indices):
@@ -211,14 +211,14 @@ class _TargetCache:
         out = {}
         for key in self.items[indices[0]]:
             rows = [self.items[i][key] for i in indices]
-            dim = SEQUENCE_DIMS.get(key)
+            dim = self.sequence_dims.get(key)
             if dim is not None:
                 rows = [_fit(row, dim - 1, length) for row in rows]
             out[key] = torch.stack(rows)
         return out
 
     def put(self, indices: list[int], view: dict[str, torch.Tensor], lengths: list[int]) -> None:
-        if self.full or (not self.sequences and any(k in SEQUENCE_DIMS for k in view)):
+        if self.full or (not self.sequences and any(k in self.sequence_dims for k in view)):
             return
         for row, (index, length) in enumerate(zip(indices, lengths)):
             if self.bytes >= self.limit:
@@ -227,7 +227,7 @@ class _TargetCache:
                 return
             item = {}
             for key, value in view.items():
-                dim = SEQUENCE_DIMS.get(key)
+                dim = self.sequence_dims.get(key)
                 item[key] = (value[row].narrow(dim - 1, 0, length) if dim is not None else value[row]).clone()
                 self.bytes += item[key].numel() * item[key].element_size()
             self.items[index] = item
@@ -341,11 +341,7 @@ def distill(
     processes = Processes.current(device.type)
     device = processes.device or device  # several processes: each on its own GPU
     student_layers, teacher_layers = _resolve_layer_map(teacher, student, config)
-    if adapter.name == "feature-extraction":
-        s_width, t_width = getattr(student.config, "hidden_size", None), getattr(teacher.config, "hidden_size", None)
-        if s_width != t_width:
-            raise RecipeError(f"feature-extraction distillation compares embeddings, but the student's width is "
-                              f"{s_width} and the teacher's {t_width}; give a student of width {t_width}")
+    adapter.check_distill_pair(teacher.config, student.config)
     train_idx, eval_idx = _split_eval(len(transfer.texts), config)
     train_texts = len(train_idx)
     texts_all, text_of = list(transfer.texts), list(range(len(transfer.texts)))
@@ -364,7 +360,7 @@ def distill(
         batches.teacher = _Batches(teacher_tokenizer, texts_all, adapter.input_names(teacher, teacher_tokenizer),
                                    config.max_length, config.seed)
     label_ids = None
-    if transfer.labels is not None and hasattr(adapter, "distill_label_ids"):
+    if transfer.labels is not None:
         label_ids = adapter.distill_label_ids(student.config, transfer.labels)
         label_ids = [label_ids[t] for t in text_of] if label_ids is not None else None  # a window has its text's label
     report = DistillReport(task=adapter.name, config=config, data=transfer.record(), train_texts=train_texts,
@@ -427,8 +423,9 @@ class _Loop:
         self.hidden = config.hidden_weight > 0
         # per-text teacher targets survive between epochs unless they are whole hidden-state sequences
         sequences = batches.tokenizer.padding_side == "right"  # cached sequences are cut at the real length
-        self.cache = _TargetCache(CACHE_LIMIT_BYTES, sequences) if config.teacher_cache else None
-        self.eval_cache = _TargetCache(CACHE_LIMIT_BYTES, sequences)
+        self.cache = _TargetCache(CACHE_LIMIT_BYTES, sequences, adapter.distill_sequence_dims) \
+            if config.teacher_cache else None
+        self.eval_cache = _TargetCache(CACHE_LIMIT_BYTES, sequences, adapter.distill_sequence_dims)
         decay = [p for n, p in student.named_parameters() if p.requires_grad and p.ndim >= 2]
         no_decay = [p for n, p in student.named_parameters() if p.requires_grad and p.ndim < 2]
         # biases and LayerNorm weights are not decayed (the BERT recipe)

@@ -4,7 +4,8 @@
     student, tokenizer, report = prune_model(teacher, tokenizer, config, calibration_texts=texts)
 
 Supported: BERT (and MiniLM), RoBERTa, DistilBERT, LLaMA / Mistral / Qwen2 (grouped-query
-attention pruned by whole key/value groups) and GPT-2. Vocabulary pruning: WordPiece
+attention pruned by whole key/value groups) and GPT-2, one registered `Family` each
+(arch.py: `@register_family`; a plugin adds one the same way). Vocabulary pruning: WordPiece
 tokenizers. Unstructured magnitude pruning is offered too; it only shrinks the zstd size.
 
 The config names import without torch (the CLI validates a spec before loading anything);
@@ -19,7 +20,8 @@ from typing import Any
 from edgegolf.compression.prune.config import PruneConfig, parse_prune_spec, prune_config_from_dict
 
 _LAZY = {
-    "supported_types": "arch",
+    "supported_types": "arch", "register_family": "arch", "family_for": "arch", "config_view": "arch",
+    "ort_model_type": "arch", "Family": "arch", "ConfigView": "arch",
     "attention_dims": "folder", "load_pruned": "folder", "prune_folder": "folder", "save_pruned": "folder",
     "SparsityReport": "magnitude",
     "PruneReport": "model", "check_prune_fits": "model", "count_parameters": "model", "prune_model": "model",

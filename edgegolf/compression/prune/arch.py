@@ -1,15 +1,20 @@
 """How each architecture family is laid out, so the pruning code can cut any of them.
 
 A `Family` names where the layers live, which projections carry the attention heads and
-the feed-forward neurons, and which config keys record their sizes. Cutting is done by
+the feed-forward neurons, and which config keys record their sizes; `config_view` reads a
+config into one normalised `ConfigView` (layers, heads, kv heads, head size, hidden, FFN)
+that the checks, the graph optimizer and the distillation refit use. Cutting is done by
 `Proj.keep_outputs` / `Proj.keep_inputs`, which slice a Linear (or GPT-2's Conv1D) in place,
 so hooks and parent modules keep pointing at the same objects.
+
+A family is one file: a `Family` subclass decorated with `@register_family` (the built-ins
+are bert.py, llama.py, gpt2.py; a plugin's module registers its own on import).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
@@ -76,15 +81,73 @@ def head_columns(heads: list[int], head_dim: int, offset: int = 0) -> torch.Tens
     return torch.cat([torch.arange(h * head_dim, (h + 1) * head_dim) for h in heads]) + offset
 
 
+@dataclass(frozen=True)
+class ConfigView:
+    """A model config in the same words for every family (None where the config does not say)."""
+
+    model_type: str
+    layers: int | None
+    heads: int | None  # query heads (after a head cut: the kept ones)
+    kv_heads: int | None  # key/value heads (== heads without grouped-query attention)
+    head_dim: int | None  # the true head size, head-pruned or not
+    hidden: int | None
+    ffn: int | None
+
+    @property
+    def attention_width(self) -> int | None:
+        """heads * head_dim: the width of the attention's projections (not hidden after a head cut)."""
+        return self.heads * self.head_dim if self.heads and self.head_dim else None
+
+
+@dataclass(frozen=True)
+class RefitPoint:
+    """A post-LayerNorm sublayer: `norm(projection(x) + residual)`, where `block_output` is the
+    module whose forward takes (x before the projection, residual) positionally."""
+
+    name: str  # "attention" | "ffn": how the refit report names it
+    block_output: nn.Module
+    projection: nn.Linear
+    norm: nn.Module
+
+
+def _int_or_none(value: Any) -> int | None:
+    return int(value) if isinstance(value, int) and not isinstance(value, bool) else None
+
+
 class Family:
     """One architecture family. Subclasses fill in the names; methods default to the common case."""
 
-    name = ""
-    model_types: tuple[str, ...] = ()
-    layers_path = ""  # from the base model to the nn.ModuleList of blocks
-    config_keys: dict[str, str] = {}  # layers / heads / kv_heads / ffn -> config attribute
-    stock_heads = False  # True when the stock class rebuilds a pruned head count from config alone
-    vocab_pruning = True  # WordPiece vocabulary pruning is supported for this family's tokenizers
+    name: ClassVar[str] = ""
+    model_types: ClassVar[tuple[str, ...]] = ()
+    layers_path: ClassVar[str] = ""  # from the base model to the nn.ModuleList of blocks
+    # layers / heads / kv_heads / ffn / hidden -> config attribute (kv_heads only with grouped-query attention)
+    config_keys: ClassVar[dict[str, str]] = {}
+    stock_heads: ClassVar[bool] = False  # True when the stock class rebuilds a pruned head count from config alone
+    vocab_pruning: ClassVar[bool] = True  # WordPiece vocabulary pruning is supported for this family's tokenizers
+    ort_model_type: ClassVar[str] = "bert"  # onnxruntime.transformers.optimizer's name for its graphs
+
+    # --- the config, normalised ----------------------------------------------------------
+    def config_view(self, config: Any) -> ConfigView:
+        keys = self.config_keys
+        heads = _int_or_none(getattr(config, keys["heads"], None))
+        hidden = _int_or_none(getattr(config, keys.get("hidden", "hidden_size"), None))
+        kv_heads = _int_or_none(getattr(config, keys["kv_heads"], None)) if "kv_heads" in keys else None
+        record = getattr(config, "edgegolf_pruning", None)  # head-pruned BERT / GPT-2: the true head size
+        head_dim: int | None
+        if isinstance(record, dict) and "head_dim" in record:
+            head_dim = int(record["head_dim"])
+        else:
+            head_dim = _int_or_none(getattr(config, "head_dim", None)) or (hidden // heads if hidden and heads else None)
+        return ConfigView(
+            model_type=str(getattr(config, "model_type", "")), layers=_int_or_none(getattr(config, keys["layers"], None)),
+            heads=heads, kv_heads=kv_heads or heads, head_dim=head_dim, hidden=hidden,
+            ffn=_int_or_none(getattr(config, keys["ffn"], None)),
+        )
+
+    # --- distillation's least-squares refit (edgegolf/compression/distill/refit.py) -----------
+    def refit_points(self, block: nn.Module) -> list[RefitPoint] | None:
+        """The block's post-LayerNorm sublayers, in forward order; None: the refit does not apply."""
+        return None
 
     # --- layers -------------------------------------------------------------------------
     def layer_list(self, base: nn.Module) -> nn.ModuleList:
@@ -165,11 +228,28 @@ class Family:
         config.vocab_size = shape["vocab"]
 
 
-def supported_types() -> dict[str, Family]:
-    from edgegolf.compression.prune import bert, gpt2, llama
+_FAMILIES: dict[str, Family] = {}  # model_type -> family, registration order
 
-    families: list[Family] = [bert.BertFamily(), bert.DistilBertFamily(), llama.LlamaFamily(), gpt2.Gpt2Family()]
-    return {model_type: family for family in families for model_type in family.model_types}
+
+def register_family(cls: type[Family]) -> type[Family]:
+    """Class decorator: models whose config.model_type is in `cls.model_types` are pruned as `cls` says."""
+    if not cls.name or not cls.model_types:
+        raise ValueError(f"{cls.__qualname__} needs a name and model_types")
+    missing = {"layers", "heads", "ffn"} - set(cls.config_keys)
+    if missing:
+        raise ValueError(f"{cls.__qualname__}.config_keys lacks {sorted(missing)}")
+    family = cls()
+    for model_type in cls.model_types:
+        if model_type in _FAMILIES and type(_FAMILIES[model_type]) is not cls:
+            raise ValueError(f"model type {model_type!r} is already pruned by {type(_FAMILIES[model_type]).__qualname__}")
+        _FAMILIES[model_type] = family
+    return cls
+
+
+def supported_types() -> dict[str, Family]:
+    from edgegolf.compression.prune import bert, gpt2, llama  # noqa: F401  (the built-in families register)
+
+    return dict(_FAMILIES)
 
 
 def family_for(config: Any) -> Family:
@@ -180,3 +260,22 @@ def family_for(config: Any) -> Family:
             f"structured pruning does not support model type {model_type!r}; supported: {', '.join(sorted(families))}"
         )
     return families[model_type]
+
+
+class _Generic(Family):
+    """The common Hugging Face config keys, for a model no family claims (reading only, never cutting)."""
+
+    config_keys = {"layers": "num_hidden_layers", "heads": "num_attention_heads", "kv_heads": "num_key_value_heads",
+                   "ffn": "intermediate_size"}
+
+
+def config_view(config: Any) -> ConfigView:
+    """The normalised view of any config: its family's, else the common Hugging Face keys."""
+    family = supported_types().get(str(getattr(config, "model_type", "")))
+    return (family or _Generic()).config_view(config)
+
+
+def ort_model_type(config: Any) -> str:
+    """onnxruntime's optimizer name for the model's graph: its family's, else "bert" (the encoder fusions)."""
+    family = supported_types().get(str(getattr(config, "model_type", "")))
+    return family.ort_model_type if family is not None else "bert"

@@ -9,14 +9,22 @@ from __future__ import annotations
 
 from torch import nn
 
-from edgegolf.compression.prune.arch import Family, HeadShape, Proj, head_columns
+from edgegolf.compression.prune.arch import Family, HeadShape, Proj, RefitPoint, head_columns, register_family
 
 
+@register_family
 class BertFamily(Family):
     name = "bert"
     model_types = ("bert", "roberta")
     layers_path = "encoder.layer"
-    config_keys = {"layers": "num_hidden_layers", "heads": "num_attention_heads", "ffn": "intermediate_size"}
+    config_keys = {"layers": "num_hidden_layers", "heads": "num_attention_heads", "ffn": "intermediate_size",
+                   "hidden": "hidden_size"}
+
+    def refit_points(self, block: nn.Module) -> list[RefitPoint]:
+        # BertSelfOutput / BertOutput: LayerNorm(dense(x) + input_tensor), forward(x, input_tensor)
+        return [RefitPoint("attention", block.attention.output, block.attention.output.dense,
+                           block.attention.output.LayerNorm),
+                RefitPoint("ffn", block.output, block.output.dense, block.output.LayerNorm)]
 
     @staticmethod
     def _self_attention(block: nn.Module) -> nn.Module:
@@ -49,11 +57,12 @@ class BertFamily(Family):
         return Proj(block.output, "dense")
 
 
+@register_family
 class DistilBertFamily(Family):
     name = "distilbert"
     model_types = ("distilbert",)
     layers_path = "transformer.layer"
-    config_keys = {"layers": "n_layers", "heads": "n_heads", "ffn": "hidden_dim"}
+    config_keys = {"layers": "n_layers", "heads": "n_heads", "ffn": "hidden_dim", "hidden": "dim"}
 
     def set_layer_list(self, base: nn.Module, blocks: list[nn.Module]) -> None:
         super().set_layer_list(base, blocks)

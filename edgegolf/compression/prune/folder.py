@@ -18,7 +18,7 @@ from typing import Any
 
 import torch
 
-from edgegolf.compression.prune.arch import family_for
+from edgegolf.compression.prune.arch import config_view, family_for
 from edgegolf.compression.prune.config import PruneConfig
 from edgegolf.compression.prune.model import PruneReport, prune_model
 from edgegolf.errors import PruneError, SourceError
@@ -37,13 +37,10 @@ def attention_dims(config: Any) -> tuple[int, int]:
     unchanged (max abs diff 1.4e-6); the config's (6, 384) fuses nothing; the original
     (12, 384) fuses and gives wrong outputs (max abs diff 0.5).
     """
-    heads = config.num_attention_heads
-    record = getattr(config, "edgegolf_pruning", None)
-    if isinstance(record, dict) and "head_dim" in record:
-        head_dim = int(record["head_dim"])
-    else:
-        head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
-    return heads, heads * head_dim
+    view = config_view(config)  # the family's reading (GPT-2's n_head, DistilBERT's n_heads...), else the HF keys
+    if not view.heads or not view.attention_width:
+        raise PruneError(f"model type {view.model_type!r}: its config gives no attention head count and size")
+    return view.heads, view.attention_width
 
 
 def _model_class(config: Any, model_class: Any) -> Any:

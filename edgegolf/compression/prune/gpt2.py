@@ -6,21 +6,30 @@ in config["edgegolf_pruning"] and loads with `load_pruned`, as for BERT.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
 from torch import nn
 
-from edgegolf.compression.prune.arch import Family, HeadShape, Proj, head_columns
+from edgegolf.compression.prune.arch import ConfigView, Family, HeadShape, Proj, head_columns, register_family
 from edgegolf.errors import PruneError
 
 
+@register_family
 class Gpt2Family(Family):
     name = "gpt2"
     model_types = ("gpt2",)
     layers_path = "h"
-    config_keys = {"layers": "n_layer", "heads": "n_head", "ffn": "n_inner"}
+    config_keys = {"layers": "n_layer", "heads": "n_head", "ffn": "n_inner", "hidden": "n_embd"}
     vocab_pruning = False  # byte-level BPE: not handled by vocab.py
+    ort_model_type = "gpt2"
+
+    def config_view(self, config: Any) -> ConfigView:
+        view = super().config_view(config)
+        if view.ffn is None and view.hidden:  # n_inner = None means 4 * n_embd (GPT2MLP)
+            view = dataclasses.replace(view, ffn=4 * view.hidden)
+        return view
 
     def check_layer_drop(self, config: Any) -> None:
         if getattr(config, "scale_attn_by_inverse_layer_idx", False):

@@ -11,16 +11,17 @@ from typing import Any
 
 from torch import nn
 
-from edgegolf.compression.prune.arch import Family, HeadShape, Proj, head_columns
+from edgegolf.compression.prune.arch import Family, HeadShape, Proj, head_columns, register_family
 
 
+@register_family
 class LlamaFamily(Family):
     name = "llama"
     model_types = ("llama", "mistral", "qwen2")
     layers_path = "layers"
     config_keys = {
         "layers": "num_hidden_layers", "heads": "num_attention_heads", "kv_heads": "num_key_value_heads",
-        "ffn": "intermediate_size",
+        "ffn": "intermediate_size", "hidden": "hidden_size",
     }
     stock_heads = True
     vocab_pruning = False  # byte-level BPE / SentencePiece tokenizers: not handled by vocab.py

@@ -173,9 +173,8 @@ def prune_model(
 
 def check_prune_fits(config: PruneConfig, model_config: Any) -> None:
     """Refuse, from the model's config alone, a cut it cannot take: before any model is loaded."""
-    family = family_for(model_config)
-    total = getattr(model_config, family.config_keys["layers"], None)
-    if config.layers is not None and isinstance(total, int):
+    total = family_for(model_config).config_view(model_config).layers
+    if config.layers is not None and total is not None:
         _check_layer_count(config.layers, total)
 
 
