@@ -194,7 +194,7 @@ def save_tiny_megatron(folder: Path) -> Path:
     import torch
     from transformers import BertTokenizer, MegatronBertConfig, MegatronBertModel
 
-    from tests.conftest import bbc_vocabulary
+    from tests.builders.models import bbc_vocabulary
 
     torch.manual_seed(0)
     vocab = bbc_vocabulary()

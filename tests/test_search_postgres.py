@@ -1,5 +1,5 @@
 """`edgegolf search --storage postgresql+psycopg2://...` against a real PostgreSQL server,
-started for these tests (tests/postgres_server.py): the same scenarios tests/test_search.py
+started for these tests (tests/builders/postgres.py): the same scenarios tests/test_search.py
 runs on SQLite. In CI (CI=true) a server that cannot start fails the tests; elsewhere they
 skip and say why."""
 

@@ -73,6 +73,24 @@ def _check_block_size(block_size: Any) -> None:
                           f"{', '.join(map(str, BLOCK_SIZES))}")
 
 
+def _check_reduce_range(value: Any) -> None:
+    if not (isinstance(value, bool) or value == "auto"):
+        raise RecipeError(f"quantize.reduce_range = {value!r} is not accepted; choose one of: 'auto', true, false")
+
+
+def seven_bit_weights(reduce_range: bool | str) -> bool:
+    """The reduce_range onnxruntime gets: "auto" decides by this machine's CPU."""
+    if reduce_range != "auto":
+        return bool(reduce_range)
+    from edgegolf.devices.cpu_features import int8_saturates
+
+    saturates = int8_saturates()
+    if saturates:
+        log.info("int8 with 7-bit weights: this x86 CPU has no VNNI, and its int8 kernels saturate with 8-bit "
+                 "weights (set quantize.reduce_range = false for a VNNI or ARM target)")
+    return saturates
+
+
 def _check_choice(field: str, value: Any, choices: Sequence[Any]) -> None:
     if value not in choices:
         raise RecipeError(f"quantize.{field} = {value!r} is not accepted; choose one of: {', '.join(map(repr, choices))}")
@@ -95,7 +113,9 @@ class Int8Dynamic:
     """
 
     per_channel: bool = True
-    reduce_range: bool = False  # 7-bit weights: only for CPUs without VNNI (onnxruntime docs)
+    # 7-bit weights: "auto" uses them where this CPU's int8 kernels would saturate (x86 without
+    # VNNI, edgegolf/devices/cpu_features.py); true/false force it for another target.
+    reduce_range: bool | str = "auto"
     exclude: tuple[str, ...] = ()
     embeddings: str = "per-row"
     # MatMuls given blockwise int8 weights (MatMulNBits, 8 bits) whose activations are
@@ -106,6 +126,7 @@ class Int8Dynamic:
     block_size: int = 128
 
     def __post_init__(self) -> None:
+        _check_reduce_range(self.reduce_range)
         _check_exclude("int8-dynamic", self.exclude)
         _check_choice("embeddings", self.embeddings, EMBEDDING_MODES)
         _check_choice("blockwise", self.blockwise, BLOCKWISE_MODES)
@@ -127,8 +148,10 @@ class Int8Static:
     histogram_bins: int = 2048
     activation_type: str = "uint8"  # U8S8: onnxruntime's recommended pair on x86 (quantization docs)
     op_types: tuple[str, ...] = ("MatMul", "Gemm")  # quantizing Add/LayerNorm/Softmax costs accuracy
+    reduce_range: bool | str = "auto"  # as Int8Dynamic's: 7-bit weights where int8 kernels saturate
 
     def __post_init__(self) -> None:
+        _check_reduce_range(self.reduce_range)
         _check_choice("method", self.method, CALIBRATION_METHODS)
         _check_exclude("int8-static", self.exclude)
         _check_choice("embeddings", self.embeddings, EMBEDDING_MODES)
@@ -191,7 +214,7 @@ def default_int8() -> Int8Dynamic:
     onnxruntime >= 1.22 on x86-64 and >= 1.23 on ARM64; blockwise="none" is the portable
     variant (0.44x, mean 0.9951, min 0.9868).
     """
-    return Int8Dynamic(per_channel=True, reduce_range=False, embeddings="per-row", blockwise="down-proj",
+    return Int8Dynamic(per_channel=True, reduce_range="auto", embeddings="per-row", blockwise="down-proj",
                        block_size=128)
 
 
@@ -234,6 +257,8 @@ def _coerce(key: str, value: Any, default: Any) -> Any:
     if isinstance(default, int) or (key == "accuracy_level" and value is not None):
         if isinstance(value, bool) or not isinstance(value, int):
             raise RecipeError(f"quantize.{key} = {value!r} is not accepted; give an integer")
+        return value
+    if default == "auto":  # "auto" or a fixed value: the config's own check says which
         return value
     if isinstance(default, str) and not isinstance(value, str):
         raise RecipeError(f"quantize.{key} = {value!r} is not accepted; give a string")
@@ -525,7 +550,8 @@ def _int8_dynamic(config: Int8Dynamic, src: Path, dst: Path, excluded: list[str]
         if any(n.op_type == "EmbedLayerNormalization" for n in onnx.load(str(src), load_external_data=False).graph.node):
             log.info("the graph's embeddings are fused into EmbedLayerNormalization: quantized per tensor, not per row")
     quantize_dynamic(src, dst, op_types_to_quantize=op_types, per_channel=config.per_channel,
-                     reduce_range=config.reduce_range, weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                     reduce_range=seven_bit_weights(config.reduce_range), weight_type=QuantType.QInt8,
+                     nodes_to_exclude=excluded,
                      extra_options=_float_tensor_type())
     _apply_embeddings(dst, config.embeddings, excluded)
 
@@ -583,7 +609,8 @@ def _int8_static(config: Int8Static, src: Path, dst: Path, excluded: list[str], 
         save_tensors_data(calibrator.compute_data(), cache)
         del calibrator
         quantize_static(src, dst, None, quant_format=QuantFormat.QDQ, op_types_to_quantize=op_types,
-                        per_channel=config.per_channel, activation_type=activation, weight_type=QuantType.QInt8,
+                        per_channel=config.per_channel, reduce_range=seven_bit_weights(config.reduce_range),
+                        activation_type=activation, weight_type=QuantType.QInt8,
                         nodes_to_exclude=excluded, calibrate_method=method, calibration_cache_path=cache,
                         extra_options=_float_tensor_type())
     for line in chatter.getvalue().splitlines():

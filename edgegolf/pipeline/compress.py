@@ -141,11 +141,8 @@ def compress(
     except (OSError, ValueError) as exc:
         raise SourceError(f"cannot read the model config in {str(src.path)!r}: {str(exc).splitlines()[0]}") from None
     task_name = recipe_.task or infer_task(config)
-    if task_name == "text-classification" and getattr(config, "architectures", None) and \
-            infer_task(config) != task_name:  # the head would be random weights, measured as if trained
-        raise SourceError(f"model {src.name!r} is a {config.architectures[0]} with no classification head; "
-                          "text-classification needs a model fine-tuned for it, or use --task feature-extraction")
     adapter = get_task(task_name)
+    adapter.check_source(config, src.name)  # e.g. a classification head that would be random weights
     check_layouts(recipe_.export.layout, task_name)
     if recipe_.prune:  # a cut the model cannot take fails now, not after the teacher is measured
         from edgegolf.compression.prune import check_prune_fits, prune_config_from_dict

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgegolf import __version__
 from edgegolf.data import Split
+from edgegolf.tasks import get_task
 
 if TYPE_CHECKING:
     from edgegolf.pipeline.compress import CompressResult
@@ -33,7 +34,8 @@ def build_manifest(result: "CompressResult", outcome: "Outcome", split: Split, *
         "export": {"exporter": recipe.export.exporter, "opset": recipe.export.opset,
                    "max_abs_diff": artifact.export_report.max_abs_diff, "atol": recipe.export.atol},
         "evaluation": {"data": recipe.evaluate.data, "train_texts": len(split.train), "test_texts": len(split.test),
-                       "classes": sorted(set(split.train.labels) | set(split.test.labels)), "batch": 1},
+                       "classes": sorted(set(split.train.labels) | set(split.test.labels)), "batch": 1,
+                       "accuracy_meaning": get_task(result.task).accuracy_meaning},
         "stages": {s.name: s.summary() for s in result.stages},
         "metrics": result.final.metrics,
         "verdict": result.verdict.to_dict(),

@@ -222,12 +222,13 @@ def optimize(artifact: Artifact, config, ctx: Context) -> tuple[Artifact, dict[s
         skipped = {} if config.mode == "off" else {"skipped": f"no verified fusions for {ctx.adapter.name} graphs"}
         return artifact, {"kept": False, **skipped}
     from edgegolf.compression.prune import attention_dims
+    from edgegolf.compression.prune.arch import ort_model_type
     from edgegolf.export.onnx import verify_onnx
     from edgegolf.export.optimize import optimize_graph
 
     model_config = artifact.model.config
     num_heads, hidden_size = attention_dims(model_config)  # head-pruned models: the true attention width
-    report = optimize_graph(artifact.graph, ctx.work / "model-optimized.onnx", model_type=_ort_model_type(model_config),
+    report = optimize_graph(artifact.graph, ctx.work / "model-optimized.onnx", model_type=ort_model_type(model_config),
                             num_heads=num_heads, hidden_size=hidden_size)
     encoder = make_tokenizer(artifact.tokenizer_json, artifact.spec)
     texts = list(ctx.split.train.texts[:4])
@@ -251,16 +252,10 @@ def _keep_if_faster(made: Made) -> tuple[Artifact, dict[str, Any]]:
     return artifact, {"kept": kept, "p50_ratio": ratio}
 
 
-def _ort_model_type(config) -> str:
-    # onnxruntime's optimizer knows these families by these names
-    known = {"bert": "bert", "roberta": "bert", "distilbert": "bert", "xlm-roberta": "bert", "gpt2": "gpt2"}
-    return known.get(getattr(config, "model_type", ""), "bert")
-
-
 # --- quantize ------------------------------------------------------------------------------
 def quantize(artifact: Artifact, config, ctx: Context) -> tuple[Artifact, dict[str, Any]]:
     """Post-training quantization of the graph (scheme "none": the graph as it is)."""
-    from edgegolf.compression.quantize import NoQuant
+    from edgegolf.compression.quantize import NoQuant, seven_bit_weights
     from edgegolf.compression.quantize import quantize as quantize_graph
 
     if isinstance(config, NoQuant):
@@ -269,8 +264,10 @@ def quantize(artifact: Artifact, config, ctx: Context) -> tuple[Artifact, dict[s
     calibration = [ctx.adapter.graph_feeds(encoder.encode([text]), artifact.model.config)
                    for text in ctx.split.train.texts[: ctx.calibration_size]]
     report = quantize_graph(artifact.graph, ctx.work / "model-quantized.onnx", config, calibration_feeds=calibration)
-    return replace(artifact, graph=Path(report.path)), {
-        "quantized_ops": report.quantized_ops, "float_nodes": report.float_nodes, "excluded": report.excluded}
+    measured = {"quantized_ops": report.quantized_ops, "float_nodes": report.float_nodes, "excluded": report.excluded}
+    if hasattr(config, "reduce_range"):  # what "auto" chose on this machine's CPU
+        measured["seven_bit_weights"] = seven_bit_weights(config.reduce_range)
+    return replace(artifact, graph=Path(report.path)), measured
 
 
 def _describe_quantized(made: Made) -> tuple[Artifact, dict[str, Any]]:

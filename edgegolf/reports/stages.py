@@ -65,10 +65,9 @@ def bundle_view(manifest: dict[str, Any]) -> dict[str, Any]:
     return view
 
 
-def _accuracy_meaning(task: str | None) -> str:
-    if task == "causal-lm":
-        return "next-token top-1 accuracy of the held-out text"
-    return "linear-probe accuracy on frozen embeddings" if task == "feature-extraction" else "test-split accuracy"
+def _accuracy_meaning(manifest: dict[str, Any]) -> str:
+    # the task adapter's own words, recorded by the pipeline (edgegolf.tasks: TaskAdapter.accuracy_meaning)
+    return (manifest.get("evaluation") or {}).get("accuracy_meaning") or "the task's accuracy metric"
 
 
 def measured_conditions(manifest: dict[str, Any], stages: list[dict[str, Any]]) -> str:
@@ -84,7 +83,7 @@ def measured_conditions(manifest: dict[str, Any], stages: list[dict[str, Any]]) 
     shape = f"batch {bench['batch']} x {bench['seq']} tokens, " if "batch" in bench and "seq" in bench else ""
     data = (recipe.get("evaluate") or {}).get("data") or (manifest.get("evaluation") or {}).get("data")
     return (f"latency: {shape}{where}, load average {'unknown' if load is None else f'{load:.2f}'} at the start; "
-            f"accuracy: {_accuracy_meaning(manifest.get('task'))}" + (f" on {data}" if data else ""))
+            f"accuracy: {_accuracy_meaning(manifest)}" + (f" on {data}" if data else ""))
 
 
 def _num(value: Any, fmt: str) -> str:
