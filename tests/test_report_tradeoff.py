@@ -264,3 +264,7 @@ def test_stages_come_in_pipeline_order_whatever_order_the_manifest_keeps():
     # a stage this list does not know stays right after the stage recorded before it
     assert [n for n, _ in ordered_stages(named("teacher", "ref-a", "pruned", "onnx-fp32", "quantized"))] == \
         ["teacher", "pruned", "onnx-fp32", "quantized", "ref-a"]
+    # a manifest that records the order the pipeline ran its stages in is shown in that order
+    order = ["teacher", "onnx-fp32", "toy-stage", "quantized", "ref-ort"]
+    assert [n for n, _ in ordered_stages(named("onnx-fp32", "quantized", "ref-ort", "teacher", "toy-stage"), order)] \
+        == order

@@ -37,6 +37,7 @@ def build_manifest(result: "CompressResult", outcome: "Outcome", split: Split, *
                        "classes": sorted(set(split.train.labels) | set(split.test.labels)), "batch": 1,
                        "accuracy_meaning": get_task(result.task).accuracy_meaning},
         "stages": {s.name: s.summary() for s in result.stages},
+        "stage_order": [s.name for s in result.stages],  # the declared flow's order (JSON readers may sort keys)
         "metrics": result.final.metrics,
         "verdict": result.verdict.to_dict(),
         "provenance": outcome.provenance,

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 MB = 1e6
 # The chain's stages in the order the pipeline runs them; references (measured for
 # comparison, not a step of the chain) come after, in the order they were measured.
+# Manifests written before they recorded `stage_order` name their stages in this order.
 PIPELINE_ORDER = ("teacher", "onnx-fp32", "onnx-optimized", "quantized")
 COLUMNS = ("stage", "size MB", "zstd MB", "p50 ms", "p90 ms", "p99 ms", "peak RSS MB", "fidelity cos mean/min",
            "accuracy %")
@@ -29,10 +30,14 @@ METRIC_COLUMNS = {
 _THREADS_OF_BUILTIN = {"cpu-1": 1, "cpu-2": 2, "cpu-4": 4}
 
 
-def ordered_stages(stages: dict[str, dict[str, Any]]) -> list[tuple[str, dict[str, Any]]]:
-    """Pipeline order: the chain (names in PIPELINE_ORDER by their place there; any other name
-    right after the known stage recorded before it), then the references in recorded order.
-    A manifest written with sorted keys loses the recorded order; this restores it."""
+def ordered_stages(stages: dict[str, dict[str, Any]],
+                   order: list[str] | None = None) -> list[tuple[str, dict[str, Any]]]:
+    """Pipeline order: the manifest's `stage_order` (the order the pipeline ran them) where it
+    has one; else the chain (names in PIPELINE_ORDER by their place there; any other name right
+    after the known stage recorded before it), then the references in recorded order. A
+    manifest written with sorted keys loses the recorded order; this restores it."""
+    if order and set(order) == set(stages):
+        return [(name, stages[name]) for name in order]
     rank = {name: float(i) for i, name in enumerate(PIPELINE_ORDER)}
     keyed, previous = [], -1.0
     for index, (name, stage) in enumerate(stages.items()):
@@ -45,7 +50,7 @@ def ordered_stages(stages: dict[str, dict[str, Any]]) -> list[tuple[str, dict[st
 def bundle_view(manifest: dict[str, Any]) -> dict[str, Any]:
     """The report's `bundle` fields that come from the manifest (no file is read)."""
     stages = []
-    for name, stage in ordered_stages(manifest.get("stages") or {}):
+    for name, stage in ordered_stages(manifest.get("stages") or {}, manifest.get("stage_order")):
         metrics = stage.get("metrics") or {}
         stages.append({
             "name": name, "description": str(stage.get("description", "")), "reference": bool(stage.get("reference")),
