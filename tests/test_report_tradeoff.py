@@ -168,10 +168,14 @@ def test_search_plot_draws_every_trial_and_highlights_the_front():
 def test_report_md_is_rendered_from_the_manifest_in_pipeline_order(compressed):
     manifest = compressed.manifest
     report = (compressed.output / "report.md").read_text(encoding="utf-8")
-    assert markdown_from_manifest(manifest) == report  # what the pipeline wrote is the manifest's rendering
+    written = bundle_reports(manifest)["report.md"]
+    assert written == report  # what the pipeline wrote is the manifest's rendering
+    assert markdown_from_manifest(manifest, plot_file="report.svg") == report
     shuffled = copy.deepcopy(manifest)
     shuffled["stages"] = dict(sorted(manifest["stages"].items()))  # a manifest written with sorted keys
-    assert markdown_from_manifest(shuffled) == report
+    assert markdown_from_manifest(shuffled, plot_file="report.svg") == report
+    del shuffled["stage_order"]  # one written before the order was recorded
+    assert markdown_from_manifest(shuffled, plot_file="report.svg") == report
     rows = [line.split("|")[1].strip() for line in report.splitlines() if line.startswith("| ") and "---" not in line]
     assert rows[1:] == [*PIPELINE, "ort-quantize-dynamic (reference)"]
     files = bundle_reports(manifest)
