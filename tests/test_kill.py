@@ -43,7 +43,8 @@ STAGES = {
 
 
 def _kill_when(command: list[str], staging_glob: Path, marker: str, log: Path, timeout: float = 240) -> bool:
-    """Start `command`; SIGKILL it once a staging folder holds `marker`. False if it finished first."""
+    """Start `command`; SIGKILL it once a staging folder holds `marker` ("." : the moment the
+    folder appears). False if it finished first."""
     with open(log, "w") as stderr:  # a file, not a pipe: a full pipe would stall the run
         process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=stderr)
     deadline = time.monotonic() + timeout
@@ -224,34 +225,14 @@ def _kill_when_stopped(command: list[str], log: Path, timeout: float = 300) -> N
             process.wait()
 
 
-def _kill_while_staging(command: list[str], staging: Path, log: Path, timeout: float = 300) -> bool:
-    """Start `command`; SIGKILL it the moment its staging folder appears. False if it finished first."""
-    with open(log, "w") as stderr:
-        process = subprocess.Popen(command, env=ENV, stdout=subprocess.DEVNULL, stderr=stderr)
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if process.poll() is not None:
-                return False
-            if any(staging.parent.glob(staging.name)):
-                process.send_signal(signal.SIGKILL)
-                process.wait()
-                return True
-            time.sleep(0.001)
-        raise AssertionError(f"no staging folder appeared: {log.read_text()[-2000:]}")
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
-
-
 def _check_killed_force_run_keeps_the_old_output(args: list[str], out: Path, tmp_path: Path) -> str:
     """Kill `edgegolf ARGS --force` twice (while it writes, and when all is written but not yet
     swapped in): the old output at `out` must be whole each time, then a rerun replaces it."""
     old = _hashes(out)
     assert old, "the old output must hold files for this test to mean anything"
     staging = out.parent / f".{out.name}.partial-*"
-    landed = _kill_while_staging([sys.executable, "-m", "edgegolf", *args, "--force"], staging, tmp_path / "a.log")
+    landed = _kill_when([sys.executable, "-m", "edgegolf", *args, "--force"], staging, ".", tmp_path / "a.log",
+                        timeout=300)
     if landed and list(out.parent.glob(staging.name)):  # killed before publishing: the old output is untouched
         assert _hashes(out) == old
         said = "killed while writing: old output whole"
