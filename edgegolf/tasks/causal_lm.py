@@ -48,6 +48,7 @@ DEFAULT_TOKEN_BUDGET = 32_768  # scored tokens when evaluate.limit is 0: a 135M 
 # The held-out texts are cut to about this many characters per budgeted token before any tokenizer
 # is known (English BPE runs about 4 characters a token); the exact cut is made in tokens later.
 CHARS_PER_TOKEN_BOUND = 12
+MIN_TEXTS = 16  # the budget is spread over at least this many texts, so the bootstrap interval has texts to resample
 BOOTSTRAP_RESAMPLES = 1000
 BOOTSTRAP_SEED = 0
 TEXT_LABEL = "text"  # text files carry no classes: every chunk gets this label
@@ -244,7 +245,8 @@ def text_chunks(text: str, min_chars: int = CHUNK_CHARS) -> list[str]:
 
 
 class TokenBudget:
-    """At most `tokens` scored tokens over the held-out texts, taken in order.
+    """At most `tokens` scored tokens over the held-out texts, taken in order, no text more than
+    1/MIN_TEXTS of them (an interval over texts needs texts).
 
     `texts_for` keeps the texts that can hold the budget (a character bound: no tokenizer is known
     yet); `cut` then gives each text its exact share in the first tokenizer's tokens, as a cut text
@@ -260,7 +262,7 @@ class TokenBudget:
     def texts_for(self, test: LabelledTexts) -> LabelledTexts:
         keep, chars, seen = [], 0, set()
         for index, text in enumerate(test.texts):
-            if chars >= self.tokens * CHARS_PER_TOKEN_BOUND:
+            if chars >= self.tokens * CHARS_PER_TOKEN_BOUND and len(keep) >= MIN_TEXTS:
                 break
             if text not in seen:  # a repeated text would be budgeted once and scored twice
                 seen.add(text)
@@ -279,16 +281,18 @@ class TokenBudget:
 
     def _make_plan(self, tokenizer) -> dict[str, tuple[str, int]]:
         plan, left = {}, self.tokens
+        share = -(-self.tokens // MIN_TEXTS)  # ceil: MIN_TEXTS texts spend the whole budget
         for text in self._texts:
             encoding = tokenizer.encode(text)
             predicted = max(0, len(encoding.ids) - 1)
-            if predicted <= left:
+            take = min(left, share)
+            if predicted <= take:
                 plan[text] = (text, predicted)
-            elif left > 0:
-                plan[text] = (text[:encoding.offsets[left][1]], left)
+            elif take > 0:
+                plan[text] = (text[:encoding.offsets[take][1]], take)
             else:
                 plan[text] = ("", 0)
-            left -= min(left, predicted)
+            left -= min(take, predicted)
         return plan
 
 
