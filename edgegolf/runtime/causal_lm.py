@@ -186,9 +186,12 @@ class CausalLM(TaskModel):
         return {name: np.zeros((batch, heads, 0, dim), dtype=np.float32) for name in self._past}
 
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        """The logits for text feeds from `encode` (an empty cache is added)."""
+        """The logits for text feeds from `encode` (an empty cache is added), or for feeds that carry
+        a cache too (one decode step: past.* from a prefill); the presents are not returned."""
         if isinstance(feeds, dict) and set(feeds) == set(self.spec.input_names):
             return self.session.run(self._output_names, {**feeds, **self._empty_past(feeds["input_ids"].shape[0])})
+        if isinstance(feeds, dict) and set(feeds) == {*self.spec.input_names, *self._past}:
+            return self.session.run(self._output_names, feeds)
         return super().run(feeds)
 
     def _logits_of(self, ids: np.ndarray) -> np.ndarray:
