@@ -3,8 +3,6 @@ end-of-text tokens and chat templates, each against PyTorch's greedy `model.gene
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
@@ -47,7 +45,7 @@ def test_batched_and_streamed_generation_equal_pytorch_greedy(exports, arch):
     model, tokenizer, lm = exports[arch]
     batched = lm.generate(PROMPTS, max_new_tokens=NEW)
     assert [g.token_ids for g in batched] == torch_greedy(model, tokenizer, PROMPTS, NEW)
-    for prompt, got in zip(PROMPTS, batched):
+    for prompt, got in zip(PROMPTS, batched, strict=True):
         alone = lm.generate(prompt, max_new_tokens=NEW)
         assert alone.token_ids == torch_greedy(model, tokenizer, [prompt], NEW)[0] == got.token_ids
         streamed = list(lm.stream(prompt, max_new_tokens=NEW))

@@ -270,7 +270,7 @@ class CausalLM(TaskModel):
         with the new tokens keeps its last tokens.
         """
         single = self._is_single(prompt, chat)
-        prompts = [prompt] if single else list(prompt)  # type: ignore[arg-type]
+        prompts = [prompt] if single else list(prompt)
         streams = self._generate(prompts, max_new_tokens=max_new_tokens, greedy=greedy, temperature=temperature,
                                  seed=seed, stop_at_eos=stop_at_eos, stop=stop, chat=chat)
         for _ in streams:

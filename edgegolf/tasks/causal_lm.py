@@ -34,8 +34,8 @@ from edgegolf.export.causal import (
     export_causal_lm,
     with_cache_feeds,
 )
-from edgegolf.runtime.causal_lm import CausalLM as CausalLMModel
 from edgegolf.runtime.causal_lm import SCORE_BATCH, LMScore, score_text, untruncated
+from edgegolf.runtime.causal_lm import CausalLM as CausalLMModel
 from edgegolf.runtime.models import TaskModel
 from edgegolf.runtime.spec import ModelSpec
 from edgegolf.runtime.tokenize import TextEncoder
@@ -153,7 +153,8 @@ class CausalLM(TaskAdapter):
             return [logits[row, :len(window)] for row, window in enumerate(windows)]
 
         def batched(windows: list[np.ndarray]) -> list[np.ndarray]:
-            return [out for at in range(0, len(windows), SCORE_BATCH) for out in logits_many(windows[at:at + SCORE_BATCH])]
+            return [out for at in range(0, len(windows), SCORE_BATCH)
+                    for out in logits_many(windows[at:at + SCORE_BATCH])]
 
         return score_text(text, tokenizer, lambda ids: batched([ids])[0], encoder.spec.max_length, max_tokens=cap,
                           logits_many=batched).to_row()
