@@ -39,7 +39,6 @@ def test_the_manifest_records_the_token_budget_and_a_bits_per_byte_interval(llam
     assert abs(final["bits_per_byte_increase_ci_low"]) < 1e-4 and abs(final["bits_per_byte_increase_ci_high"]) < 1e-4
 
 
-@pytest.mark.support(task="causal-lm", arch="llama", stage=("bench",))
 def test_bench_reports_prefill_time_to_first_token_and_decode_per_cache_length(llama_bundle):
     settings = BenchSettings(seqs=(8, 40), runs=8, warmup=1, max_seconds=1.0, min_runs=3, cold_start=False)
     section = bench(llama_bundle.output, resolve_devices("cpu-1"), settings, texts=list(bbc_texts()[:8]))

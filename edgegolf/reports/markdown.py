@@ -37,6 +37,9 @@ def bench_lines(bench: dict[str, Any]) -> list[str]:
                          _num(shape["throughput_per_s"], ".1f"), str(lat["runs"]), _num(lat["load_avg"], ".2f")])
             if lat["spread_warning"]:
                 warnings.append(f"- {d['device']} {shape['batch']} x {shape['seq']}: {lat['spread_warning']}")
+        for g in d.get("generation") or []:
+            warnings += [f"- {d['device']} {phase} after {g['cache']} tokens: {g[phase]['spread_warning']}"
+                         for phase in ("prefill", "ttft", "decode") if g[phase]["spread_warning"]]
     lines += _table(["device", "batch", "seq", "p50 ms", "p90 ms", "p99 ms", "mean ms (95% CI)", "items/s", "runs",
                      "load"], rows)
     lines += generation_lines(bench["devices"])
