@@ -3,6 +3,11 @@ end-of-text tokens and chat templates, each against PyTorch's greedy `model.gene
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -17,14 +22,20 @@ NEW = 12
 
 
 @pytest.fixture(scope="module")
-def exports(tmp_path_factory) -> dict[str, tuple]:
+def export_dirs(tmp_path_factory) -> dict[str, Path]:
+    """arch -> the folder of its export: lm.onnx and tok/tokenizer.json."""
+    return {arch: tmp_path_factory.mktemp(f"export-{arch}") for arch in ARCHS}
+
+
+@pytest.fixture(scope="module")
+def exports(export_dirs, tmp_path_factory) -> dict[str, tuple]:
     """arch -> (torch model, transformers tokenizer, runtime CausalLM over its verified export)."""
     from transformers import AutoTokenizer
 
     found = {}
     for arch in ARCHS:
         folder = save_tiny_lm(tmp_path_factory.mktemp(f"tiny-{arch}"), arch)
-        model, lm = export_tiny_lm(folder, tmp_path_factory.mktemp(f"export-{arch}"))
+        model, lm = export_tiny_lm(folder, export_dirs[arch])
         found[arch] = (model, AutoTokenizer.from_pretrained(str(folder)), lm)
     return found
 
@@ -108,6 +119,31 @@ def test_chat_template_prompt_equals_transformers_and_generates_like_pytorch(exp
         plain.generate("hi", chat=True)
     with pytest.raises(InputError, match="chat prompt"):
         lm.generate([{"content": "no role"}], chat=True)
+
+
+def test_without_jinja2_a_chat_prompt_names_the_extra_and_plain_prompts_still_work(exports, export_dirs):
+    """The runtime needs jinja2 only for chat templates: blocked, the chat call ends in one line."""
+    from tests.builders.isolation import APP, BLOCKED
+
+    _, _, lm = exports["qwen2"]
+    folder = export_dirs["qwen2"]
+    (folder / "spec.json").write_text(json.dumps(lm.spec.to_dict()), encoding="utf-8")
+    app = APP.split("import json")[0] + (
+        "import json, pathlib\nfrom edgegolf.errors import MissingExtraError\n"
+        "from edgegolf.runtime import ModelSpec, open_model\n"
+        "folder = pathlib.Path(sys.argv[2])\n"
+        "spec = ModelSpec.from_dict(json.loads((folder / 'spec.json').read_text()))\n"
+        "lm = open_model(folder / 'lm.onnx', folder / 'tok' / 'tokenizer.json', spec, threads=1)\n"
+        "try:\n    lm.generate('Oil prices?', chat=True, max_new_tokens=2)\n    error = None\n"
+        "except MissingExtraError as exc:\n    error = str(exc)\n"
+        "print(json.dumps({'error': error, 'ids': lm.generate('Oil', max_new_tokens=4).token_ids}))\n")
+    done = subprocess.run([sys.executable, "-c", app, ",".join([*BLOCKED, "jinja2"]), str(folder)],
+                          capture_output=True, text=True, timeout=120, check=False,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert "'chat' extra" in result["error"] and "pip install 'edgegolf[chat]'" in result["error"]
+    assert result["ids"] == lm.generate("Oil", max_new_tokens=4).token_ids
 
 
 def test_stream_pieces_never_split_a_character_and_join_to_the_decoding():

@@ -27,10 +27,8 @@ TASK = "causal-lm"
 
 def prompt_of(lm, texts: Sequence[str], length: int) -> tuple[list[int], str]:
     """The first `length` token ids of the joined `texts`, and the text they cover."""
-    from edgegolf.runtime.causal_lm import untruncated
-
     text = "\n\n".join(texts)
-    encoding = untruncated(lm.tokenizer).encode(text)
+    encoding = lm.text_tokenizer.encode(text)
     if len(encoding.ids) < length:
         raise RecipeError(f"--seq {length} asks for a prompt of {length} tokens; the bench texts give "
                           f"{len(encoding.ids)}: accepted: at most {len(encoding.ids)}")

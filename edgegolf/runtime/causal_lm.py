@@ -181,6 +181,11 @@ class CausalLM(TaskModel):
         self._tokenizer = untruncated(encoder.tokenizer)
         self._all_outputs = [self.spec.output_names[0], *self._present]
 
+    @property
+    def text_tokenizer(self) -> Tokenizer:
+        """The tokenizer without truncation or padding that scoring and generation use."""
+        return self._tokenizer
+
     def _empty_past(self, batch: int) -> dict[str, np.ndarray]:
         heads, dim = self._cache_dims
         return {name: np.zeros((batch, heads, 0, dim), dtype=np.float32) for name in self._past}

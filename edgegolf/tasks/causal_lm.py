@@ -160,7 +160,7 @@ class CausalLM(TaskAdapter):
                           logits_many=batched).to_row()
 
     def artifact_item(self, runtime_model: TaskModel, text: str) -> np.ndarray:
-        text, cap = self._budgeted(runtime_model._tokenizer, text)
+        text, cap = self._budgeted(runtime_model.text_tokenizer, text)
         return runtime_model.score_one(text, max_tokens=cap).to_row()
 
     def _budgeted(self, tokenizer, text: str) -> tuple[str, int | None]:
