@@ -35,6 +35,10 @@ def test_the_manifest_records_the_token_budget_and_a_bits_per_byte_interval(llam
         metrics = manifest["stages"][stage]["metrics"]
         assert metrics["token_budget"] == TOKENS == metrics["scored_tokens"]
         assert metrics["bits_per_byte_ci_low"] < metrics["bits_per_byte"] < metrics["bits_per_byte_ci_high"]
+    fp32 = manifest["stages"]["onnx-fp32"]["metrics"]
+    report = (llama_bundle.output / "report.md").read_text(encoding="utf-8")
+    assert "bits/byte (95% CI)" in report
+    assert f"{fp32['bits_per_byte']:.4f} ({fp32['bits_per_byte_ci_low']:.4f}-{fp32['bits_per_byte_ci_high']:.4f})" in report
     final = manifest["metrics"]  # the fp32 export against PyTorch: an increase interval around 0, tiny
     assert abs(final["bits_per_byte_increase_ci_low"]) < 1e-4 and abs(final["bits_per_byte_increase_ci_high"]) < 1e-4
 
