@@ -348,6 +348,8 @@ def compare_command(
     seq: Annotated[int, typer.Option(help="Sequence length in tokens.")] = 128,
     rounds: Annotated[int, typer.Option(help="Interleaved rounds (A then B, B then A, ...).")] = 10,
     runs_per_round: Annotated[int, typer.Option(help="Timed calls of each artifact per round.")] = 10,
+    phase: Annotated[str, typer.Option(help="prefill: the graph on --seq tokens; decode (causal-lm, batch 1): one "
+                                            "generated token after a cache of --seq tokens.")] = "prefill",
     profiles: _Profiles = None, json_path: _Json = None, html_path: _Html = None, known_hosts: _KnownHosts = None,
     accept_new_host_key: _AcceptNew = False, identity: _Identity = None, remote_python: _RemotePython = None,
 ) -> None:
@@ -361,7 +363,7 @@ def compare_command(
     remote = RemoteOptions(known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,
                            identity=tuple(identity or ()), python=remote_python)
     section = compare(a, b, profile, batch=batch, seq=seq, rounds=rounds, runs_per_round=runs_per_round,
-                      remote=remote)
+                      remote=remote, phase=phase)
     _emit(new_document("compare", compare=section), json_path, html_path)
 
 

@@ -20,6 +20,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "search": ("optuna", "pip install 'edgegolf[search]'"),
     "remote": ("asyncssh", "pip install 'edgegolf[remote]'"),
     "parquet": ("pyarrow", "pip install 'edgegolf[parquet]'"),
+    "chat": ("jinja2", "pip install 'edgegolf[chat]'"),  # causal-lm chat templates in the runtime
     "distributed": ("accelerate", "pip install 'edgegolf[distributed]'"),
     # optimum-onnx requires transformers<4.58, so it lives in its own environment (see the README)
     "optimum": ("optimum-onnx", "pip install -c constraints.txt 'edgegolf[optimum]' in its own environment "

@@ -1,7 +1,9 @@
 """`edgegolf bench`: one artifact on one or more devices, over batch sizes and sequence lengths.
 
 For every device: the latency harness at each batch x seq shape (with throughput), the
-cold start (load plus first inference) and the peak RSS of a fresh process. Local CPU and
+cold start (load plus first inference) and the peak RSS of a fresh process. A causal-lm
+bundle timed locally also gets "generation": prefill, time to first token and decode tokens/s
+at batch 1 after a cache of each seq length (edgegolf/devices/generation.py). Local CPU and
 CUDA devices run in this process through edgegolf.runtime (cold start and memory in a
 child); ssh devices run runner.py on the device and send back raw samples, summarised here
 by the same `latency_stats`. Everything is validated before the first timing, and the
@@ -32,6 +34,7 @@ from edgegolf.errors import DeviceError, RecipeError
 log = logging.getLogger(__name__)
 
 BENCH_TEXTS = 64  # real texts the fixed-shape rows are made of
+GENERATING_TASK = "causal-lm"  # its bench adds prefill, time to first token and decode (devices/generation.py)
 
 
 @dataclass
@@ -154,6 +157,11 @@ def bench_local(artifact: Artifact, profile: DeviceProfile, settings: BenchSetti
                 if stats.spread_warning:
                     log.warning("%s on %s, %d x %d: %s", artifact.label, profile.name, batch, seq, stats.spread_warning)
                 shapes.append(shape_entry(batch, seq, stats))
+        generation = None
+        if artifact.spec.task == GENERATING_TASK:  # what an app that generates waits for, at batch 1
+            from edgegolf.devices.generation import bench_generation
+
+            generation = bench_generation(model, texts, settings)
         used = model.providers
     cold = rss = None
     if settings.cold_start:
@@ -162,9 +170,12 @@ def bench_local(artifact: Artifact, profile: DeviceProfile, settings: BenchSetti
                            seq=seq, texts=texts, cores=profile.cores, providers=providers)
         cold = _cold(probe, batch, seq)
         rss = int(probe["peak_rss_bytes"])
-    return {"device": profile.name, "kind": profile.kind, "where": "local", "profile": profile.to_dict(),
-            "runtime": {**local_runtime(), "providers": used}, "shapes": shapes, "cold_start": cold,
-            "peak_rss_bytes": rss, "estimate": False}
+    entry = {"device": profile.name, "kind": profile.kind, "where": "local", "profile": profile.to_dict(),
+             "runtime": {**local_runtime(), "providers": used}, "shapes": shapes, "cold_start": cold,
+             "peak_rss_bytes": rss, "estimate": False}
+    if generation is not None:
+        entry["generation"] = generation
+    return entry
 
 
 def _cold(probe: Mapping[str, Any], batch: int, seq: int) -> dict[str, Any]:

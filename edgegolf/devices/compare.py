@@ -34,6 +34,8 @@ from edgegolf.errors import DeviceError, RecipeError
 
 log = logging.getLogger(__name__)
 
+PHASES = ("prefill", "decode")  # what is timed: the graph on seq tokens, or (causal-lm) one step after them
+
 
 def ratio_of_medians_ci(a: np.ndarray, b: np.ndarray, *, resamples: int = BOOTSTRAP_RESAMPLES,
                         seed: int = BOOTSTRAP_SEED) -> tuple[float, float, float]:
@@ -61,9 +63,13 @@ def compare(
     warmup: int = 10,
     texts: list[str] | None = None,
     remote: RemoteOptions | None = None,
+    phase: str = "prefill",
 ) -> dict[str, Any]:
     """The "compare" section of a report document. Local profiles run here; an ssh device runs
-    both graphs in one runner process on the device, in the same alternating blocks."""
+    both graphs in one runner process on the device, in the same alternating blocks.
+
+    `phase` "decode" (causal-lm bundles, batch 1) times one generation step after a cache of
+    `seq` tokens instead of the graph on `seq` tokens (the prefill, for a causal LM)."""
     kind = profile.device_kind
     if not kind.compares:
         raise RecipeError(f"compare runs both ONNX artifacts on one onnxruntime; device {profile.name!r} (kind "
@@ -71,12 +77,17 @@ def compare(
     for name, value in (("rounds", rounds), ("runs_per_round", runs_per_round), ("batch", batch), ("seq", seq)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise RecipeError(f"compare {name} is {value!r}; accepted: a positive integer")
+    if phase not in PHASES:
+        raise RecipeError(f"--phase is {phase!r}; accepted: {', '.join(PHASES)}")
     artifacts = [open_artifact(a_path), open_artifact(b_path)]
     for art in artifacts:
         if seq > art.spec.max_length:
             raise RecipeError(f"--seq {seq} is longer than {art.label}'s max_length {art.spec.max_length}")
     texts = texts if texts is not None else bench_texts()
-    feeds = [_encoder_feeds(art, texts, batch, seq) for art in artifacts]
+    if phase == "decode":
+        feeds = [_decode_feeds(art, texts, batch, seq) for art in artifacts]
+    else:
+        feeds = [_encoder_feeds(art, texts, batch, seq) for art in artifacts]
     samples, load, runtime = kind.compare_samples(artifacts, feeds, profile, warmup, rounds, runs_per_round,
                                                   remote or RemoteOptions())
     stats = [latency_stats(s, load_avg=load, keep_samples=True) for s in samples]
@@ -91,11 +102,24 @@ def compare(
                    "includes 1")
     return {
         "device": profile.name, "where": profile.url or "local", "profile": profile.to_dict(), "runtime": runtime,
-        "batch": batch, "seq": seq, "rounds": rounds, "runs_per_round": runs_per_round,
+        "batch": batch, "seq": seq, "phase": phase, "rounds": rounds, "runs_per_round": runs_per_round,
         "a": {"artifact": artifacts[0].to_dict(), **shape_entry(batch, seq, stats[0])},
         "b": {"artifact": artifacts[1].to_dict(), **shape_entry(batch, seq, stats[1])},
         "ratio_b_over_a": ratio, "ratio_ci95": [low, high], "beyond_noise": beyond, "verdict": verdict,
     }
+
+
+def _decode_feeds(artifact, texts: list[str], batch: int, seq: int) -> dict[str, np.ndarray]:
+    """One decode step's feeds after `seq` prompt tokens, from the artifact's own prefill."""
+    from edgegolf.devices.bench import GENERATING_TASK
+    from edgegolf.devices.generation import cache_lengths, decode_feeds
+    from edgegolf.runtime.models import open_model
+
+    if artifact.spec.task != GENERATING_TASK or batch != 1:
+        raise RecipeError(f"--phase decode times a causal-lm bundle at batch 1; {artifact.label} is a "
+                          f"{artifact.spec.task} artifact at batch {batch}: accepted: --phase prefill")
+    lm = open_model(artifact.onnx_path, artifact.tokenizer_path, artifact.spec, threads=1)
+    return decode_feeds(lm, texts, cache_lengths(lm, [seq])[0])
 
 
 def local_samples(artifacts, feeds, profile: DeviceProfile, warmup: int, rounds: int,

@@ -78,6 +78,12 @@ def bench_plots(bench: dict[str, Any]) -> list[str]:
             series.append((f"{d['device']} batch {batch}", [p[0] for p in points], [p[1] for p in points]))
     plots.append(svg.lines("p50 latency against sequence length" + ("" if len(seqs) > 1 else " (one length)"),
                            "sequence length (tokens)", "p50 latency (ms)", series))
+    generating = [d for d in devices if d.get("generation")]
+    if generating and len(generating[0]["generation"]) > 1:
+        series = [(f"{d['device']} decode", [g["cache"] for g in d["generation"]],
+                   [g["decode_tokens_per_s"] or 0.0 for g in d["generation"]]) for d in generating]
+        plots.append(svg.lines("Decode tokens/s against cache length (batch 1)", "cached tokens", "tokens per second",
+                               series))
     if len(bench["settings"]["batches"]) > 1:
         series = []
         for d in devices:

@@ -37,8 +37,12 @@ def bench_lines(bench: dict[str, Any]) -> list[str]:
                          _num(shape["throughput_per_s"], ".1f"), str(lat["runs"]), _num(lat["load_avg"], ".2f")])
             if lat["spread_warning"]:
                 warnings.append(f"- {d['device']} {shape['batch']} x {shape['seq']}: {lat['spread_warning']}")
+        for g in d.get("generation") or []:
+            warnings += [f"- {d['device']} {phase} after {g['cache']} tokens: {g[phase]['spread_warning']}"
+                         for phase in ("prefill", "ttft", "decode") if g[phase]["spread_warning"]]
     lines += _table(["device", "batch", "seq", "p50 ms", "p90 ms", "p99 ms", "mean ms (95% CI)", "items/s", "runs",
                      "load"], rows)
+    lines += generation_lines(bench["devices"])
     cold = [d for d in bench["devices"] if d["cold_start"] or d["peak_rss_bytes"]]
     if cold:
         lines += ["", "### Cold start and memory (a fresh process)", ""]
@@ -58,6 +62,22 @@ def bench_lines(bench: dict[str, Any]) -> list[str]:
     return lines
 
 
+def generation_lines(devices: list[dict[str, Any]]) -> list[str]:
+    """causal-lm bundles: what an app that generates waits for, at batch 1, per cache length."""
+    rows = [[d["device"], str(g["cache"]), _num(g["prefill"]["p50_ms"]), _num(g["prefill_tokens_per_s"], ".0f"),
+             _num(g["ttft"]["p50_ms"]), _num(g["decode"]["p50_ms"]), _num(g["decode"]["p90_ms"]),
+             _num(g["decode_tokens_per_s"], ".1f")]
+            for d in devices for g in d.get("generation") or []]
+    if not rows:
+        return []
+    return ["", "### Generation (batch 1)", "",
+            "Prefill: the prompt of `cache` tokens on an empty cache. Time to first token: `generate(prompt, "
+            "max_new_tokens=1)` end to end (tokenize, prefill, choose, detokenize). Decode: one new token after "
+            "`cache` cached tokens; tokens/s = 1000 / its p50.", "",
+            *_table(["device", "cache", "prefill p50 ms", "prefill tokens/s", "TTFT p50 ms", "decode p50 ms",
+                     "decode p90 ms", "decode tokens/s"], rows)]
+
+
 def compare_lines(c: dict[str, Any]) -> list[str]:
     rows = []
     for side in ("a", "b"):
@@ -66,7 +86,9 @@ def compare_lines(c: dict[str, Any]) -> list[str]:
         rows.append([side.upper(), x["artifact"]["label"], _num(lat["p50_ms"]), _num(lat["p90_ms"]), _num(lat["p99_ms"]),
                      _num(lat["mean_ms"]), str(lat["runs"])])
     low, high = c["ratio_ci95"]
-    return [f"Device {c['device']} ({c['where']}), batch {c['batch']} x {c['seq']} tokens, {c['rounds']} interleaved rounds of "
+    what = (f"one decode step after {c['seq']} cached tokens (batch {c['batch']})" if c.get("phase") == "decode"
+            else f"batch {c['batch']} x {c['seq']} tokens")
+    return [f"Device {c['device']} ({c['where']}), {what}, {c['rounds']} interleaved rounds of "
             f"{c['runs_per_round']} runs each.", "",
             *_table(["", "artifact", "p50 ms", "p90 ms", "p99 ms", "mean ms", "runs"], rows), "",
             f"Median ratio B/A: **{c['ratio_b_over_a']:.3f}** (bootstrap 95% CI {low:.3f}-{high:.3f}).", "",

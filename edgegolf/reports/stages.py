@@ -8,6 +8,8 @@ what it returns.
 
 from __future__ import annotations
 
+import math
+
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -24,7 +26,7 @@ COLUMNS = ("stage", "size MB", "zstd MB", "p50 ms", "p90 ms", "p99 ms", "peak RS
 METRIC_COLUMNS = {
     "macro_f1": ("macro-F1 %", "{:.2f}"),
     "agreement": ("agreement %", "{:.2f}"),
-    "bits_per_byte": ("bits/byte", "{:.4f}"),
+    "bits_per_byte": ("bits/byte (95% CI)", "{:.4f}"),
     "perplexity": ("perplexity", "{:.2f}"),
 }
 _THREADS_OF_BUILTIN = {"cpu-1": 1, "cpu-2": 2, "cpu-4": 4}
@@ -121,9 +123,20 @@ def stage_rows(stages: list[dict[str, Any]]) -> list[list[str]]:
             _num(lat.get("p50_ms"), ".2f"), _num(lat.get("p90_ms"), ".2f"), _num(lat.get("p99_ms"), ".2f"),
             _num(s["peak_rss_bytes"] / MB if s["peak_rss_bytes"] else None, ".0f"),
             fidelity, _num(s["accuracy"], ".2f"),
-            *(METRIC_COLUMNS[key][1].format(m[key]) if key in m else "-" for key in extra),
+            *(_metric_cell(key, m) for key in extra),
         ])
     return rows
+
+
+def _metric_cell(key: str, metrics: dict[str, Any]) -> str:
+    """A metric's cell; a causal LM's bits/byte with its 95% bootstrap interval when the manifest has one."""
+    if key not in metrics:
+        return "-"
+    cell = METRIC_COLUMNS[key][1].format(metrics[key])
+    low, high = metrics.get(f"{key}_ci_low"), metrics.get(f"{key}_ci_high")
+    if all(isinstance(v, (int, float)) and math.isfinite(v) for v in (low, high)):
+        cell += f" ({METRIC_COLUMNS[key][1].format(low)}-{METRIC_COLUMNS[key][1].format(high)})"
+    return cell
 
 
 def markdown_table(columns: list[str] | tuple[str, ...], rows: list[list[str]]) -> list[str]:

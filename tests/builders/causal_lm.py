@@ -1,4 +1,4 @@
-"""Tiny causal LMs for the tests: LLaMA and GPT-2 configs, a byte-level BPE trained on BBC text."""
+"""Tiny causal LMs for the tests: LLaMA, Qwen2 and GPT-2 configs, a byte-level BPE trained on BBC text."""
 
 from __future__ import annotations
 
@@ -6,6 +6,10 @@ from functools import lru_cache
 from pathlib import Path
 
 VOCAB_SIZE = 384
+ARCHS = ("llama", "qwen2", "gpt2")
+# A ChatML-like template of our own over the BPE's special tokens (the Qwen2 model's tokenizer carries it)
+CHAT_TEMPLATE = ("{% for m in messages %}<s>{{ m['role'] }}\n{{ m['content'] }}</s>\n{% endfor %}"
+                 "{% if add_generation_prompt %}<s>assistant\n{% endif %}")
 
 
 @lru_cache(maxsize=1)
@@ -43,8 +47,12 @@ def bbc_bpe(*, bos: bool, vocab_size: int = VOCAB_SIZE, texts: list[str] | None 
 
 
 def tiny_config(arch: str, vocab_size: int, **overrides):
-    from transformers import GPT2Config, LlamaConfig
+    from transformers import GPT2Config, LlamaConfig, Qwen2Config
 
+    if arch == "qwen2":  # biases on q/k/v, grouped-query attention
+        return Qwen2Config(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
+                           pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=False, **overrides)
     if arch == "llama":
         return LlamaConfig(vocab_size=vocab_size, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
                            num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
@@ -54,15 +62,50 @@ def tiny_config(arch: str, vocab_size: int, **overrides):
 
 
 def save_tiny_lm(folder: Path, arch: str, *, seed: int = 0) -> Path:
-    """A random-weight tiny LM of `arch` ("llama" or "gpt2") and its tokenizer, saved to `folder`."""
+    """A random-weight tiny LM of `arch` (one of ARCHS) and its tokenizer, saved to `folder`; the
+    Qwen2 one's tokenizer has a chat template (CHAT_TEMPLATE) and no BOS, like Qwen2's."""
     import torch
     from transformers import AutoModelForCausalLM
 
     torch.manual_seed(seed)
     tokenizer = bbc_bpe(bos=arch == "llama")
+    if arch == "qwen2":
+        tokenizer.chat_template = CHAT_TEMPLATE
     # large random weights: peaked next-token distributions, so greedy choices are clear-cut and
     # varied (at the default 0.02 a random GPT-2 repeats one token), and quantization shows
     model = AutoModelForCausalLM.from_config(tiny_config(arch, len(tokenizer), initializer_range=0.3)).eval()
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return folder
+
+
+def load_tiny_lm(folder: Path):
+    """(causal-lm adapter, torch model, transformers tokenizer) of a saved tiny LM."""
+    from transformers import AutoTokenizer
+
+    from edgegolf.tasks import get_task
+
+    adapter = get_task("causal-lm")
+    return adapter, adapter.load_model(folder), AutoTokenizer.from_pretrained(str(folder))
+
+
+def export_tiny_lm(folder: Path, out: Path, *, max_length: int = 64):
+    """(torch model, runtime CausalLM) of a verified ONNX export of the tiny LM in `folder`."""
+    import numpy as np
+
+    from edgegolf.export.causal import export_causal_lm
+    from edgegolf.runtime import open_model
+
+    adapter, model, tokenizer = load_tiny_lm(folder)
+    spec = adapter.model_spec(model, tokenizer, adapter.input_names(model, tokenizer), max_length)
+    tokenizer.save_pretrained(str(out / "tok"))
+
+    def encode(texts):
+        batch = tokenizer(texts, padding=True, return_tensors="np")
+        return {k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+
+    texts = list(bbc_texts()[:3])
+    report = export_causal_lm(model, out / "lm.onnx", sample_feeds=encode([t[:80] for t in texts[:2]]),
+                              verify_feeds=[encode([texts[0][:100]]), encode([texts[1][:150], texts[2][:30]])])
+    assert report.max_abs_diff < 1e-4, report.max_abs_diff
+    return model, open_model(out / "lm.onnx", out / "tok" / "tokenizer.json", spec, threads=1)
