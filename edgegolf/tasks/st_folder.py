@@ -126,7 +126,8 @@ def _kind(module: dict, folder: Path) -> str:
     kind = type_name.rsplit(".", 1)[-1]
     if type_name.startswith(_PACKAGE) and kind in ("Transformer", "Pooling", "Dense", "Normalize"):
         return kind
-    raise SourceError(f"{folder.name}: module {module.get('name', module.get('idx'))!r} is a {type_name or '?'}, "
+    raise SourceError(f"sentence-transformers folder {folder.name!r}: module {module.get('name', module.get('idx'))!r} "
+                      f"is a {type_name or '?'}, "
                       "which edgegolf cannot reproduce; it reproduces sentence-transformers' Transformer, Pooling, "
                       "Dense and Normalize")
 
