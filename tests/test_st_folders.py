@@ -38,7 +38,8 @@ def built(tmp_path_factory):
         if name not in folders:
             folders[name] = [save_st_folder(tmp_path_factory.mktemp("st") / name, **FOLDERS[name]), None]
         if bundle and folders[name][1] is None:
-            recipe = {**QUICK, "quantize": {"scheme": "none"}, "optimize": {"mode": "off"}}
+            recipe = {**QUICK, "quantize": {"scheme": "none"}, "optimize": {"mode": "off"},
+                      "export": {"layout": [] if FOLDERS[name].get("dense") else ["sentence-transformers"]}}
             folders[name][1] = edgegolf.compress(str(folders[name][0]), output=tmp_path_factory.mktemp("out") / name,
                                                  recipe=recipe)
         return folders[name]
@@ -137,3 +138,27 @@ def test_a_plain_hugging_face_folder_keeps_mean_pooling_and_normalize(tiny_bert)
     adapter = get_task("feature-extraction")
     adapter.read_source(tiny_bert)
     assert adapter.spec_fields(None) == {"pooling": "mean", "normalize": True, "prompts": {}, "default_prompt_name": ""}
+
+
+def test_the_sentence_transformers_layout_keeps_pooling_and_prompts(built):
+    from sentence_transformers.sentence_transformer.modules import Pooling
+
+    for name in ("max", "mean-prompt"):
+        folder, result = built(name, bundle=True)
+        assert Pooling.load(str(result.output / "1_Pooling")).pooling_mode == FOLDERS[name]["pooling"]
+        written = json.loads((result.output / "config_sentence_transformers.json").read_text())
+        original = json.loads((folder / "config_sentence_transformers.json").read_text())
+        assert written["prompts"] == original["prompts"]
+        assert written["default_prompt_name"] == original["default_prompt_name"]
+
+
+def test_the_bundled_minilm_folder_reads_as_before():
+    """all-MiniLM-L6-v2 is a sentence-transformers folder (mean pooling, Normalize, no prompts, 256 tokens):
+    its spec is the one edgegolf always gave it, so its results do not change."""
+    from edgegolf.source import default_model_path
+
+    adapter = get_task("feature-extraction")
+    adapter.read_source(default_model_path())
+    assert adapter.spec_fields(None) == {"pooling": "mean", "normalize": True, "prompts": {}, "default_prompt_name": ""}
+    assert adapter.head.dense == () and adapter.head.max_seq_length == 256
+    assert adapter.output_names == ("last_hidden_state",)
