@@ -162,3 +162,26 @@ def test_the_bundled_minilm_folder_reads_as_before():
     assert adapter.spec_fields(None) == {"pooling": "mean", "normalize": True, "prompts": {}, "default_prompt_name": ""}
     assert adapter.head.dense == () and adapter.head.max_seq_length == 256
     assert adapter.output_names == ("last_hidden_state",)
+
+
+def test_prune_and_distill_keep_the_sentence_transformers_head(tmp_path):
+    """The student is pooled and projected by the teacher's head: the bundle still gives the Dense width."""
+    folder = save_st_folder(tmp_path / "st", pooling="cls", dense=(16,), normalize=False)
+    recipe = {**QUICK, "prune": {"layers": 1}, "distill": {"steps": 2, "batch_size": 4}}
+    result = edgegolf.compress(str(folder), output=tmp_path / "out", recipe=recipe)
+    embedded = load(result.output).embed(TEXTS)
+    assert embedded.shape == (len(TEXTS), 16)
+    fp32 = next(s for s in result.stages if s.name == "onnx-fp32")
+    assert fp32.metrics["fidelity_mean_cosine"] < 0.9999  # a different (pruned) model, compared with the teacher
+
+
+def test_do_lower_case_is_refused_only_where_the_tokenizer_keeps_case(tmp_path):
+    folder = save_st_folder(tmp_path / "st")
+    config = json.loads((folder / "sentence_bert_config.json").read_text())
+    (folder / "sentence_bert_config.json").write_text(json.dumps({**config, "do_lower_case": True}))
+    get_task("feature-extraction").read_source(folder)  # the tiny BERT's tokenizer lower-cases already
+    tokenizer = json.loads((folder / "tokenizer.json").read_text())
+    tokenizer["normalizer"]["lowercase"] = False
+    (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
+    with pytest.raises(SourceError, match="do_lower_case with a tokenizer that keeps case"):
+        get_task("feature-extraction").read_source(folder)

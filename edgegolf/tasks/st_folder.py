@@ -106,6 +106,7 @@ def read_sentence_head(folder: Path) -> SentenceHead | None:
     if default and default not in prompts:
         raise SourceError(f"{folder / 'config_sentence_transformers.json'}: default_prompt_name {default!r} is not "
                           f"one of its prompts {sorted(prompts)}")
+    _check_lower_case(folder)
     head = SentenceHead(pooling, normalize, tuple(dense), prompts, str(default), _max_seq_length(folder))
     log.info("sentence-transformers folder: %s", head.describe())
     return head
@@ -186,6 +187,19 @@ def _dense(where: Path, module: dict) -> torch.nn.Module:
         raise SourceError(f"{weights}: weights do not fit Dense {in_features}->{out_features}: "
                           f"{str(exc).splitlines()[0]}") from None
     return torch.nn.Sequential(linear, getattr(torch.nn, name)()).eval()
+
+
+def _check_lower_case(folder: Path) -> None:
+    """do_lower_case makes sentence-transformers lower-case the text before its tokenizer: the
+    same thing only when the tokenizer lower-cases anyway (an uncased BERT's does)."""
+    if not _json(folder / "sentence_bert_config.json", missing={}).get("do_lower_case"):
+        return
+    normalizer = (_json(folder / "tokenizer.json", missing={}) or {}).get("normalizer") or {}
+    parts = normalizer.get("normalizers", [normalizer]) if isinstance(normalizer, dict) else []
+    if not any(isinstance(p, dict) and (p.get("type") == "Lowercase" or p.get("lowercase") is True) for p in parts):
+        raise SourceError(f"{folder / 'sentence_bert_config.json'}: do_lower_case with a tokenizer that keeps case "
+                          "cannot be reproduced (the runtime feeds text to tokenizer.json as it is); "
+                          "a tokenizer.json whose normalizer lower-cases is accepted")
 
 
 def _max_seq_length(folder: Path) -> int | None:
