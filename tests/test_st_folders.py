@@ -105,8 +105,8 @@ def test_prompts_are_applied_by_the_runtime(built):
     model = load(result.output)
     assert model.spec.default_prompt_name == "query"
     # the default prompt is prepended unless another is named; "document" is empty
-    np.testing.assert_allclose(model.embed(TEXTS, prompt_name="document"), st_encode(folder, TEXTS, prompt_name="document"),
-                               atol=1e-4)
+    np.testing.assert_allclose(model.embed(TEXTS, prompt_name="document"),
+                               st_encode(folder, TEXTS, prompt_name="document"), atol=1e-4)
     np.testing.assert_allclose(model.embed(TEXTS), model.embed(["query: " + t for t in TEXTS], prompt_name="document"),
                                atol=1e-6)
     assert cosines(model.embed(TEXTS), model.embed(TEXTS, prompt_name="document")).min() < 0.9999

@@ -86,7 +86,7 @@ def read_sentence_head(folder: Path) -> SentenceHead | None:
     pooling = _pooling(folder / str(modules[1].get("path", "")))
     dense: list[torch.nn.Module] = []
     normalize = False
-    for module, kind in zip(modules[2:], kinds[2:]):
+    for module, kind in zip(modules[2:], kinds[2:], strict=True):
         where = folder / str(module.get("path", ""))
         if normalize:
             raise SourceError(f"{modules_file}: module {module.get('name')!r} ({kind}) comes after Normalize; "
