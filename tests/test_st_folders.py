@@ -185,3 +185,20 @@ def test_do_lower_case_is_refused_only_where_the_tokenizer_keeps_case(tmp_path):
     (folder / "tokenizer.json").write_text(json.dumps(tokenizer))
     with pytest.raises(SourceError, match="do_lower_case with a tokenizer that keeps case"):
         get_task("feature-extraction").read_source(folder)
+
+
+def test_the_minilm_teacher_row_is_sentence_transformers_encode(tmp_path):
+    """The real all-MiniLM-L6-v2 folder: the teacher row edgegolf measures against is `encode`'s output."""
+    from transformers import AutoTokenizer
+
+    from edgegolf.source import default_model_path
+
+    folder = default_model_path()
+    adapter = get_task("feature-extraction")
+    adapter.read_source(folder)
+    model = adapter.load_model(folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    spec = adapter.model_spec(model, tokenizer, adapter.input_names(model, tokenizer), 128)
+    encoder = make_tokenizer(save_tokenizer(tokenizer, tmp_path / "tok"), spec)
+    teacher = np.stack([adapter.teacher_item(model, encoder, text) for text in TEXTS])
+    np.testing.assert_allclose(teacher, st_encode(folder, TEXTS), atol=1e-5)
