@@ -154,6 +154,10 @@ def optimum_layout(folder: Path, manifest: dict[str, Any]) -> list[str]:
 def sentence_transformers_layout(folder: Path, manifest: dict[str, Any]) -> list[str]:
     spec = manifest["model"]
     pooling = spec.get("pooling", "mean")
+    if list(spec["output_names"]) != ["last_hidden_state"]:  # a graph that pools (before Dense layers)
+        raise RecipeError("the sentence-transformers layout needs a graph that gives token states, but this model's "
+                          "Dense layers are in the graph (it gives the sentence embedding); leave out --layout "
+                          "sentence-transformers and load the bundle with edgegolf.runtime")
     modules = [{"idx": 0, "name": "0", "path": "", "type": "sentence_transformers.models.Transformer"},
                {"idx": 1, "name": "1", "path": "1_Pooling", "type": "sentence_transformers.models.Pooling"}]
     if spec.get("normalize", True):
@@ -164,12 +168,16 @@ def sentence_transformers_layout(folder: Path, manifest: dict[str, Any]) -> list
         # truncate where the runtime does; the tokenizer files decide lower-casing themselves
         _write_json(folder, "sentence_bert_config.json", {"max_seq_length": spec["max_length"], "do_lower_case": False}),
         _write_json(folder, "config_sentence_transformers.json",
-                    {"prompts": {}, "default_prompt_name": None, "similarity_fn_name": "cosine"}),
+                    {"prompts": spec.get("prompts", {}), "default_prompt_name": spec.get("default_prompt_name") or None,
+                     "similarity_fn_name": "cosine"}),
+        # one flag per mode: what every sentence-transformers release reads (>= 5 also reads "pooling_mode")
         _write_json(folder, "1_Pooling/config.json", {
             "word_embedding_dimension": _hidden_size(_config(folder)),
-            "pooling_mode_cls_token": pooling == "cls",
-            "pooling_mode_mean_tokens": pooling == "mean",
-            "pooling_mode_max_tokens": False,
-            "pooling_mode_mean_sqrt_len_tokens": False,
+            **{flag: pooling == mode for flag, mode in _POOLING_FLAGS.items()},
         }),
     ]
+
+
+_POOLING_FLAGS = {"pooling_mode_cls_token": "cls", "pooling_mode_mean_tokens": "mean", "pooling_mode_max_tokens": "max",
+                  "pooling_mode_mean_sqrt_len_tokens": "mean_sqrt_len_tokens",
+                  "pooling_mode_weightedmean_tokens": "weightedmean", "pooling_mode_lasttoken": "lasttoken"}

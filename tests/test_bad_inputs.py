@@ -35,6 +35,7 @@ import pytest
 from edgegolf.errors import EXIT_ERROR, EXIT_FITS
 from tests.builders.bad_files import asks_for_remote_code, edit_json
 from tests.builders.paths import ROOT
+from tests.builders.st_folders import save_st_folder_with_lstm
 
 DOC = ROOT / "docs" / "bad-inputs.md"
 UNREACHABLE_HUB = "http://127.0.0.1:9"  # the discard port: nothing listens, the connection is refused
@@ -289,6 +290,9 @@ CASES: list[Case] = [
          "cannot load a AutoModel model"),
     Case("text-classification asked of a model without a classifier", compress("--task", "text-classification"),
          "with no classification head"),
+    Case("sentence-transformers folder with a module edgegolf cannot reproduce (LSTM)",
+         lambda t, m: ["compress", save_st_folder_with_lstm(t / "model").name, "-o", "out"],
+         "which edgegolf cannot reproduce"),
     # bundles, checked by `edgegolf verify` through edgegolf.runtime.load
     Case("bundle: one byte of model.onnx changed", verify(lambda b: flip_byte(b, "model.onnx")),
          "model.onnx differs from its manifest hash", subprocess=True),

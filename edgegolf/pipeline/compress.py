@@ -143,6 +143,7 @@ def compress(
     task_name = recipe_.task or infer_task(config)
     adapter = get_task(task_name)
     adapter.check_source(config, src.name)  # e.g. a classification head that would be random weights
+    adapter.read_source(src.path)  # e.g. a sentence-transformers folder's pooling, Dense layers and prompts
     check_layouts(recipe_.export.layout, task_name)
     if recipe_.prune:  # a cut the model cannot take fails now, not after the teacher is measured
         from edgegolf.compression.prune import check_prune_fits, prune_config_from_dict

@@ -26,11 +26,13 @@ from edgegolf.runtime.tokenize import TextEncoder, check_batch_size, check_texts
 
 __all__ = [
     "ClassificationModel", "EmbeddingModel", "Prediction", "TaskModel", "make_tokenizer", "open_model", "pool",
+    "prompted",
 ]
 
 log = logging.getLogger(__name__)
 
-POOLINGS = ("mean", "cls")
+# sentence-transformers' Pooling modes (https://sbert.net/docs/package_reference/sentence_transformer/models.html)
+POOLINGS = ("mean", "cls", "max", "lasttoken", "weightedmean", "mean_sqrt_len_tokens")
 
 
 @dataclass(frozen=True)
@@ -106,7 +108,7 @@ class TaskModel:
             f"use {getattr(model_class(self.spec.task), 'methods', '.run()')} or load a {needs} bundle"
         )
 
-    def embed(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
+    def embed(self, texts: list[str], *, batch_size: int = 32, prompt_name: str | None = None) -> np.ndarray:
         raise self._wrong_task("embed", "feature-extraction")
 
     def logits(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
@@ -128,10 +130,16 @@ class EmbeddingModel(TaskModel):
             raise BundleError(f"manifest pooling is {spec.pooling!r}; this runtime pools with {list(POOLINGS)}")
         super().__init__(session, encoder, spec, manifest=manifest)
 
-    def embed(self, texts: list[str], *, batch_size: int = 32) -> np.ndarray:
-        """float32 [len(texts), hidden]."""
+    def embed(self, texts: list[str], *, batch_size: int = 32, prompt_name: str | None = None) -> np.ndarray:
+        """float32 [len(texts), dim]. Each text is prefixed with the prompt `prompt_name` names
+        (spec.prompts), or, when None, the model's default prompt, as sentence-transformers does."""
+        texts = self.prompted(texts, prompt_name)
         parts = [self.pool(outputs, mask) for outputs, mask in self._run_batches(texts, batch_size)]
         return parts[0] if len(parts) == 1 else np.concatenate(parts)
+
+    def prompted(self, texts: list[str], prompt_name: str | None = None) -> list[str]:
+        """`texts` with the prompt `embed` prepends (the default one when prompt_name is None)."""
+        return prompted(check_texts(texts), self.spec, prompt_name)
 
     def pool(self, outputs: np.ndarray | Sequence[np.ndarray], attention_mask: np.ndarray) -> np.ndarray:
         """Token states [batch, seq, hidden] to float32 [batch, hidden], the way `embed` does it."""
@@ -187,26 +195,36 @@ def _check_graph(session: ort.InferenceSession, spec: ModelSpec) -> None:
         raise BundleError(f"the graph has no outputs {missing}; it gives {list(outputs)}")
 
 
+def prompted(texts: list[str], spec: ModelSpec, prompt_name: str | None = None) -> list[str]:
+    """`texts` prefixed with the named prompt, or the spec's default one when `prompt_name` is None."""
+    if prompt_name is None:
+        prompt = spec.prompts.get(spec.default_prompt_name, "")
+    elif isinstance(prompt_name, str) and prompt_name in spec.prompts:
+        prompt = spec.prompts[prompt_name]
+    else:
+        raise InputError(f"prompt_name is {prompt_name!r}; this model's prompts are {sorted(spec.prompts)} "
+                         "(or None for its default)")
+    return [prompt + text for text in texts] if prompt else list(texts)
+
+
 def pool(outputs: np.ndarray | Sequence[np.ndarray], attention_mask: np.ndarray, spec: ModelSpec) -> np.ndarray:
     """Token states [batch, seq, hidden] to float32 [batch, hidden] per the spec's pooling.
 
-    `outputs` is the first graph output or the list of outputs. Mean pooling averages the
-    tokens the mask keeps, as sentence-transformers does (clamping the count at 1e-9);
-    normalising divides by the L2 norm clamped at 1e-12, as torch.nn.functional.normalize.
-    A 2-D output is taken as already pooled. The pipeline pools PyTorch outputs with this
-    same function, so teacher and artifact are compared after identical post-processing.
+    `outputs` is the first graph output or the list of outputs. Each mode computes what
+    sentence-transformers' Pooling computes on right-padded batches (the encoder pads on the
+    right): mean divides by the token count clamped at 1e-9; max ignores padding; lasttoken
+    takes the last real token; weightedmean weighs token i by i + 1. Normalising divides by the
+    L2 norm clamped at 1e-12, as torch.nn.functional.normalize. A 2-D output is taken as
+    already pooled (a graph that pools, e.g. before Dense layers). The pipeline pools PyTorch
+    outputs with this same function, so teacher and artifact get identical post-processing.
     """
     hidden = outputs if isinstance(outputs, np.ndarray) else outputs[0]
     hidden = np.asarray(hidden, dtype=np.float32)
     if hidden.ndim == 3:
-        if spec.pooling == "cls":
-            pooled = hidden[:, 0, :]
-        else:
-            mask = np.asarray(attention_mask, dtype=np.float32)
-            if mask.shape != hidden.shape[:2]:
-                raise InputError(f"attention_mask has shape {mask.shape}; the token states need {hidden.shape[:2]}")
-            summed = np.matmul(mask[:, None, :], hidden)[:, 0, :]  # BLAS, not a [b, s, h] temporary
-            pooled = summed / np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
+        mask = np.asarray(attention_mask, dtype=np.float32)
+        if mask.shape != hidden.shape[:2]:
+            raise InputError(f"attention_mask has shape {mask.shape}; the token states need {hidden.shape[:2]}")
+        pooled = _pool_tokens(hidden, mask, spec.pooling)
     elif hidden.ndim == 2:
         pooled = hidden
     else:
@@ -214,6 +232,23 @@ def pool(outputs: np.ndarray | Sequence[np.ndarray], attention_mask: np.ndarray,
     if spec.normalize:
         pooled = pooled / np.maximum(np.linalg.norm(pooled, axis=1, keepdims=True), 1e-12)
     return np.ascontiguousarray(pooled, dtype=np.float32)
+
+
+def _pool_tokens(hidden: np.ndarray, mask: np.ndarray, mode: str) -> np.ndarray:
+    if mode == "cls":
+        return hidden[:, 0, :]
+    if mode == "max":
+        return np.where(mask[:, :, None] > 0, hidden, -np.inf).max(axis=1)
+    if mode == "lasttoken":
+        last = np.maximum(mask.sum(axis=1).astype(np.int64) - 1, 0)
+        return hidden[np.arange(hidden.shape[0]), last] * mask[np.arange(hidden.shape[0]), last][:, None]
+    if mode == "weightedmean":
+        weights = mask * np.arange(1, hidden.shape[1] + 1, dtype=np.float32)[None, :]
+        summed = np.matmul(weights[:, None, :], hidden)[:, 0, :]
+        return summed / np.maximum(weights.sum(axis=1, keepdims=True), 1e-9)
+    summed = np.matmul(mask[:, None, :], hidden)[:, 0, :]  # BLAS, not a [b, s, h] temporary
+    count = np.maximum(mask.sum(axis=1, keepdims=True), 1e-9)
+    return summed / (np.sqrt(count) if mode == "mean_sqrt_len_tokens" else count)
 
 
 def open_model(

@@ -21,8 +21,10 @@ class ModelSpec:
     max_length: int  # longer inputs are truncated to this many tokens
     pad_token_id: int
     pad_token: str
-    pooling: str = "mean"  # feature-extraction: how token states become one vector
+    pooling: str = "mean"  # feature-extraction: how token states become one vector (sentence-transformers' modes)
     normalize: bool = True  # feature-extraction: L2-normalise the pooled vector
+    prompts: dict[str, str] = field(default_factory=dict)  # feature-extraction: named texts prepended to inputs
+    default_prompt_name: str = ""  # feature-extraction: the prompt every input gets unless another is named
     labels: tuple[str, ...] = ()  # text-classification: label of each logit, in order
     onnx_file: str = "model.onnx"
     tokenizer_file: str = "tokenizer.json"
@@ -60,6 +62,7 @@ class ModelSpec:
 
 
 _TYPES = {"task": str, "max_length": int, "pad_token_id": int, "pad_token": str, "pooling": str, "normalize": bool,
+          "default_prompt_name": str,
           "onnx_file": str, "tokenizer_file": str, "extra": dict}
 
 
@@ -73,6 +76,12 @@ def _check_types(spec: ModelSpec, data: dict) -> None:
         value = getattr(spec, name)
         if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
             raise BundleError(f"manifest 'model' field {name} = {value!r:.60} is not a {kind.__name__}")
+    if not isinstance(spec.prompts, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                     for k, v in spec.prompts.items()):
+        raise BundleError(f"manifest 'model' field prompts = {spec.prompts!r:.60} does not map names to texts")
+    if spec.default_prompt_name and spec.default_prompt_name not in spec.prompts:
+        raise BundleError(f"manifest 'model' field default_prompt_name {spec.default_prompt_name!r} is not one of "
+                          f"its prompts {sorted(spec.prompts)}")
     for name in ("past_inputs", "present_outputs"):  # causal-lm: the key/value cache's graph names
         value = spec.extra.get(name, [])
         if not isinstance(value, list) or not all(isinstance(item, str) for item in value):

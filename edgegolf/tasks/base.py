@@ -62,6 +62,10 @@ class TaskAdapter:
     def check_source(self, config, model_name: str) -> None:
         """Refuse (SourceError) a model this task cannot measure honestly, from its config alone."""
 
+    def read_source(self, path: Path) -> None:
+        """Read what the model folder adds beyond its config (e.g. a sentence-transformers head);
+        refuse (SourceError) what cannot be reproduced. Called before any work."""
+
     # --- data ----------------------------------------------------------------------------
     def load_split(self, settings) -> Split:
         """The evaluation data of the recipe's [evaluate] `settings`, split into train and test."""

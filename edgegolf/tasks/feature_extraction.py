@@ -1,4 +1,6 @@
-"""feature-extraction: sentence embeddings (mean pooling over the attention mask, L2-normalised).
+"""feature-extraction: sentence embeddings (mean pooling over the attention mask, L2-normalised,
+unless the source is a sentence-transformers folder: then its own pooling, Dense layers,
+normalisation and default prompt, read by edgegolf/tasks/st_folder.py).
 
 Scored by fidelity (cosine to the teacher's embedding of the same text) and by a linear
 probe: logistic regression trained on the frozen embeddings of the train split, accuracy on
@@ -7,15 +9,18 @@ the test split. Each model gets its own probe, trained the same way.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 
 from edgegolf.data import Split
 from edgegolf.errors import RecipeError
-from edgegolf.runtime.models import EmbeddingModel, TaskModel, pool
+from edgegolf.runtime.models import EmbeddingModel, TaskModel, pool, prompted
 from edgegolf.runtime.tokenize import TextEncoder
 from edgegolf.tasks.base import Outputs, TaskAdapter, cosine_rows
 from edgegolf.tasks.registry import register_task
+from edgegolf.tasks.st_folder import DEFAULT_HEAD, PooledOutput, SentenceHead, pool_tokens, read_sentence_head
 
 
 @register_task
@@ -25,11 +30,31 @@ class FeatureExtraction(TaskAdapter):
     auto_class = "AutoModel"
     output_names = ("last_hidden_state",)
 
+    head: SentenceHead = DEFAULT_HEAD  # what comes after the transformer (read_source sets a folder's own)
+
+    def read_source(self, path) -> None:
+        """A sentence-transformers folder's pooling, Dense layers, Normalize and prompts (refused
+        here, before any work, when edgegolf cannot reproduce one of its modules)."""
+        head = read_sentence_head(Path(path))
+        if head is not None:
+            self.head = head
+            if head.dense:  # Dense follows pooling, so the graph pools and gives the sentence embedding
+                self.output_names = ("sentence_embedding",)
+
     def spec_fields(self, model):
-        return {"pooling": "mean", "normalize": True}
+        return {"pooling": self.head.pooling, "normalize": self.head.normalize, "prompts": dict(self.head.prompts),
+                "default_prompt_name": self.head.default_prompt_name}
+
+    def model_spec(self, model, tokenizer, input_names, max_length):
+        if self.head.max_seq_length:  # sentence-transformers truncates there too
+            max_length = min(max_length, self.head.max_seq_length)
+        return super().model_spec(model, tokenizer, input_names, max_length)
+
+    def export_module(self, model) -> torch.nn.Module:
+        return PooledOutput(model, self.head) if self.head.dense else super().export_module(model)
 
     def teacher_item(self, model, encoder: TextEncoder, text: str) -> np.ndarray:
-        feeds = encoder.encode([text])
+        feeds = encoder.encode(prompted([text], encoder.spec))  # the default prompt, as the runtime's embed
         hidden = self.torch_outputs(model, feeds)[0]
         return pool(hidden, feeds["attention_mask"], encoder.spec)[0]
 
@@ -48,7 +73,10 @@ class FeatureExtraction(TaskAdapter):
         """What the distillation loss compares: the pooled embedding (+ mapped hidden states)."""
         from edgegolf.tasks.losses import mapped_hidden_states, mean_pool
 
-        view = {"pooled": mean_pool(outputs.last_hidden_state, attention_mask)}
+        hidden = outputs.last_hidden_state
+        mode = self.head.pooling  # before any Dense layer: they are the teacher's, unchanged in the student
+        view = {"pooled": mean_pool(hidden, attention_mask) if mode == "mean" else
+                pool_tokens(hidden, attention_mask, mode)}
         if layers:
             view["hidden"] = mapped_hidden_states(outputs, layers)
         return view

@@ -103,6 +103,7 @@ def distill_folder(teacher_dir: str | Path, student_dir: str | Path, out_dir: st
     checkpoints = Path(checkpoint_dir) if checkpoint_dir is not None else out.parent / f"{out.name}.checkpoints"
 
     adapter = get_task(task or infer_task(AutoConfig.from_pretrained(str(student_dir))))
+    adapter.read_source(teacher_dir)  # the teacher's sentence-transformers pooling, when it has one
     teacher = adapter.load_model(teacher_dir)
     student = adapter.load_model(student_dir)
     try:
