@@ -224,3 +224,21 @@ def test_compress_prunes_distills_exports_quantizes_and_runs(task, arch, tmp_pat
     else:
         mask = batch["attention_mask"].astype(bool)
         np.testing.assert_allclose(got[mask], expected[mask], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", list(ARCHS))
+def test_distillations_refit_repairs_post_layernorm_encoders_and_skips_modernbert(arch, tokenizer):
+    from edgegolf.compression.distill.refit import refit_pruned_layers
+
+    teacher = tiny_model(arch, len(tokenizer))
+    spec = parse_prune_spec("layers=2,ffn=0.5" if arch == "mpnet" else "layers=2,heads=0.5,ffn=0.5")
+    student, _, report = prune_model(teacher, tokenizer, spec, calibration_texts=TEXTS)
+    result = refit_pruned_layers(teacher, student, feeds(tokenizer, TEXTS), report.kept_layers)
+    if arch == "modernbert":  # pre-LayerNorm blocks: no sum entering a LayerNorm to fit
+        assert result["refitted"] is False and "ModernBert" in result["reason"]
+        return
+    assert result["refitted"] is True
+    fitted = [(name, value) for layer in result["layers"] for name, value in layer.items() if isinstance(value, list)]
+    expected_points = {"ffn"} if arch == "mpnet" else {"attention", "ffn"}  # MPNet's o runs inside its attention
+    assert {name for name, _ in fitted} == expected_points
+    assert all(after <= before + 1e-6 for _, (before, after) in fitted), fitted
