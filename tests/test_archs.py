@@ -86,7 +86,8 @@ def test_cutting_heads_and_neurons_computes_what_masking_them_computes(arch, tok
     torch.testing.assert_close(hidden(pruned, batch)[mask], expected[mask], rtol=1e-4, atol=1e-5)  # ...as masking does
     pruned.save_pretrained(tmp_path)
     reloaded = load_pruned(tmp_path, attn_implementation="eager")
-    assert {k: v.shape for k, v in reloaded.state_dict().items()} == {k: v.shape for k, v in pruned.state_dict().items()}
+    shapes = {k: v.shape for k, v in pruned.state_dict().items()}
+    assert {k: v.shape for k, v in reloaded.state_dict().items()} == shapes
     torch.testing.assert_close(hidden(reloaded, batch)[mask], hidden(pruned, batch)[mask], rtol=1e-5, atol=1e-6)
 
 
@@ -99,7 +100,8 @@ def test_deberta_v2_heads_keep_their_own_position_projections(tokenizer):
         source = family.layer_list(model.base_model)[layer].attention.self
         columns = torch.cat([torch.arange(h * 8, (h + 1) * 8) for h in report.kept_heads[layer]])
         for name in ("query_proj", "key_proj", "value_proj", "pos_key_proj", "pos_query_proj"):
-            torch.testing.assert_close(getattr(block.attention.self, name).weight, getattr(source, name).weight[columns])
+            kept = getattr(block.attention.self, name).weight
+            torch.testing.assert_close(kept, getattr(source, name).weight[columns])
     batch = feeds(tokenizer, TEXTS[:3])
     mask = batch["attention_mask"].bool()
     expected = hidden(masked_copy(model, report, family), batch)

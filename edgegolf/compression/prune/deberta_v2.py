@@ -34,7 +34,8 @@ class DebertaV2Family(BertFamily):
         columns = head_columns(kv_groups, attn.attention_head_size)
         names = ["query_proj", "key_proj", "value_proj"]
         # separate position projections (share_att_key=False) carry the same heads in the same columns
-        names += [name for name in ("pos_key_proj", "pos_query_proj") if isinstance(getattr(attn, name, None), nn.Linear)]
+        names += [name for name in ("pos_key_proj", "pos_query_proj")
+                  if isinstance(getattr(attn, name, None), nn.Linear)]
         for name in names:
             Proj(attn, name).keep_outputs(columns)
         self.o_proj(block).keep_inputs(columns)

@@ -28,8 +28,9 @@ class MPNetFamily(Family):
     ort_model_type = "bert"
 
     def check_head_cut(self, config: Any) -> None:
-        raise PruneError("MPNet adds one relative position bias, shared by all layers, to every head's scores, so "
-                         "heads cannot be cut per layer; drop 'heads' from the prune spec (layers and ffn are supported)")
+        raise PruneError("MPNet adds one relative position bias, shared by all layers, to every head's scores, "
+                         "so heads cannot be cut per layer; drop 'heads' from the prune spec "
+                         "(layers and ffn are supported)")
 
     def refit_points(self, block: nn.Module) -> list[RefitPoint]:
         # MPNetAttention: LayerNorm(o(x) + input), but o is called inside attn; only the FFN matches forward(x, input)
