@@ -109,6 +109,9 @@ class TaskAdapter:
         """Graph inputs: what the tokenizer emits and the model's forward accepts."""
         accepted = set(inspect.signature(model.forward).parameters)
         emitted = set(getattr(tokenizer, "model_input_names", INPUT_ORDER))
+        if getattr(model.config, "type_vocab_size", None) == 0:
+            # no token type embeddings (DeBERTa-v3): the graph would not take the input at all
+            accepted.discard("token_type_ids")
         names = tuple(n for n in INPUT_ORDER if n in accepted and n in emitted)
         if "input_ids" not in names or "attention_mask" not in names:
             raise SourceError(

@@ -3,7 +3,8 @@
     config = parse_prune_spec("layers=3,heads=0.5,ffn=0.5,vocab=corpus.txt")
     student, tokenizer, report = prune_model(teacher, tokenizer, config, calibration_texts=texts)
 
-Supported: BERT (and MiniLM), RoBERTa, DistilBERT, LLaMA / Mistral / Qwen2 (grouped-query
+Supported: BERT (and MiniLM), RoBERTa, XLM-RoBERTa, ELECTRA, DistilBERT, DeBERTa-v2/v3,
+ModernBERT, MPNet (layers and FFN; heads refused), LLaMA / Mistral / Qwen2 (grouped-query
 attention pruned by whole key/value groups) and GPT-2, one registered `Family` each
 (arch.py: `@register_family`; a plugin adds one the same way). Vocabulary pruning: WordPiece
 tokenizers. Unstructured magnitude pruning is offered too; it only shrinks the zstd size.

@@ -177,6 +177,9 @@ class Family:
         """Raise when dropping layers would change what the kept layers compute."""
 
     # --- attention heads ----------------------------------------------------------------
+    def check_head_cut(self, config: Any) -> None:
+        """Raise (PruneError, one line) when this family's heads cannot be cut: before any work."""
+
     def head_shape(self, block: nn.Module) -> HeadShape:
         raise NotImplementedError
 
@@ -247,7 +250,15 @@ def register_family(cls: type[Family]) -> type[Family]:
 
 
 def supported_types() -> dict[str, Family]:
-    from edgegolf.compression.prune import bert, gpt2, llama  # noqa: F401  (the built-in families register)
+    from edgegolf.compression.prune import (  # noqa: F401  (the built-in families register)
+        bert,
+        bert_like,
+        deberta_v2,
+        gpt2,
+        llama,
+        modernbert,
+        mpnet,
+    )
 
     return dict(_FAMILIES)
 

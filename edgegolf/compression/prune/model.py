@@ -125,6 +125,8 @@ def prune_model(
     if prune_vocab and not family.vocab_pruning:
         raise PruneError(f"vocabulary pruning supports WordPiece tokenizers (BERT, DistilBERT, MiniLM); model type "
                          f"{model.config.model_type!r} uses BPE or SentencePiece: drop 'vocab' from the prune spec")
+    if config.heads is not None:
+        family.check_head_cut(model.config)
     texts = list(calibration_texts or [])
     if config.needs_calibration and not texts:
         raise DataError("pruning by measured importance needs calibration texts; pass some, or set "
@@ -173,7 +175,10 @@ def prune_model(
 
 def check_prune_fits(config: PruneConfig, model_config: Any) -> None:
     """Refuse, from the model's config alone, a cut it cannot take: before any model is loaded."""
-    total = family_for(model_config).config_view(model_config).layers
+    family = family_for(model_config)
+    if config.heads is not None:
+        family.check_head_cut(model_config)
+    total = family.config_view(model_config).layers
     if config.layers is not None and total is not None:
         _check_layer_count(config.layers, total)
 
