@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import MISSING, dataclass, fields, is_dataclass
 from dataclasses import field as dataclass_field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 from edgegolf.errors import RecipeError
@@ -59,6 +60,20 @@ def setting(default: Any = MISSING, *, kind: str = "any", factory: Callable[[], 
     if factory is not None:
         return dataclass_field(default_factory=factory, metadata=metadata)
     return dataclass_field(default=default, metadata=metadata)
+
+
+def with_rules(rules: Mapping[str, Rule]) -> Callable[[type], type]:
+    """Class decorator (above @dataclass): put `rules` on the fields of a config whose field
+    lines stay plain defaults; the same as writing `setting(...)` on each."""
+    def attach(cls: type) -> type:
+        by_name = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(rules) - set(by_name))
+        if unknown:
+            raise ValueError(f"{cls.__name__} has no field {unknown[0]!r}")
+        for name, rule in rules.items():
+            by_name[name].metadata = MappingProxyType({**by_name[name].metadata, "rule": rule})
+        return cls
+    return attach
 
 
 def rule_of(cls: Any, name: str) -> Rule:
@@ -158,12 +173,12 @@ def table_of(section: str, data: Any, cls: Any, *, label: str | None = None, exa
 
 
 def validate(cls: Any, data: Any, section: str, *, label: str | None = None, example: str = "",
-             **given: Any) -> Any:
+             given: Mapping[str, Any] | None = None) -> Any:
     """A frozen `cls` from a table: every field present is checked against its Rule under the
     name `section.field`; absent fields keep their defaults. `given` are fields set by the caller
     (not by the user), passed through as they are."""
     table = table_of(section, data, cls, label=label, example=example)
-    values = dict(given)
+    values = dict(given or {})
     for f in fields(cls):
         if f.name in table:
             values[f.name] = check_value(f"{section}.{f.name}", table[f.name], f.metadata.get("rule", Rule()))

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgegolf.compression.prune.config import PruneConfig
 from edgegolf.compression.quantize import Int4WeightOnly, scheme_names, searched_scheme_names
 from edgegolf.errors import RecipeError
 from edgegolf.settings import rule_of
@@ -18,6 +19,16 @@ from edgegolf.settings import rule_of
 def _searched_schemes() -> tuple[str, ...]:
     """The registered schemes marked for search (quantize.register_scheme), default first."""
     return searched_scheme_names()
+
+
+def _kept(name: str) -> tuple[float, ...]:
+    """The kept fractions PruneConfig.heads / .ffn declare as searchable."""
+    return tuple(rule_of(PruneConfig, name).search or (1.0,))
+
+
+def _vocab_counts() -> tuple[int, ...]:
+    """0 (no vocabulary pruning), then the minimum counts PruneConfig.vocab_min_count declares."""
+    return (0, *(rule_of(PruneConfig, "vocab_min_count").search or ()))
 
 
 def _int4_block_sizes() -> tuple[int, ...]:
@@ -30,11 +41,11 @@ class SearchSpace:
     """The choices offered to the sampler. Fractions are kept shares, as in a prune spec."""
 
     min_layers: int = 1
-    heads: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
-    ffn: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
+    heads: tuple[float, ...] = field(default_factory=lambda: _kept("heads"))
+    ffn: tuple[float, ...] = field(default_factory=lambda: _kept("ffn"))
     # vocabulary pruned to the train split's tokens seen at least this often (0: not pruned);
     # the word embeddings are most of a small encoder's bytes
-    vocab: tuple[int, ...] = (0, 1, 3, 10)
+    vocab: tuple[int, ...] = field(default_factory=_vocab_counts)
     schemes: tuple[str, ...] = field(default_factory=_searched_schemes)
     int4_block_sizes: tuple[int, ...] = field(default_factory=_int4_block_sizes)
     # [distill] settings (e.g. {"steps": 300}) offered as a choice for pruned students; None: never
