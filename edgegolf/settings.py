@@ -160,11 +160,12 @@ def check_value(where: str, value: Any, rule: Rule) -> Any:
 
 
 def table_of(section: str, data: Any, cls: Any, *, label: str | None = None, example: str = "") -> dict[str, Any]:
-    """`data` as a table of `cls`'s fields, or the one-line error (not a table; unknown field)."""
-    label = label or f"recipe [{section}]"
+    """`data` as a table of `cls`'s fields, or the one-line error (not a table; unknown field).
+    `label` names the section in the unknown-field error (a CLI spec's "prune", not "recipe [prune]")."""
     if not isinstance(data, Mapping):
         like = f" like {example}" if example else ""
-        raise RecipeError(f"{label} must be a table{like}, got {data!r}")
+        raise RecipeError(f"recipe [{section}] must be a table{like}, got {data!r}")
+    label = label or f"recipe [{section}]"
     names = [f.name for f in fields(cls) if f.init]
     unknown = sorted(set(data) - set(names))
     if unknown:
@@ -185,15 +186,16 @@ def validate(cls: Any, data: Any, section: str, *, label: str | None = None, exa
     return cls(**values)
 
 
-def check_instance(config: Any, section: str) -> None:
+def check_instance(config: Any, section: str, *, where: Callable[[str], str] | None = None) -> None:
     """For __post_init__ of a config built directly in Python (Int4WeightOnly(block_size=33)):
-    the same rules as `validate`, with the same messages; coerced values are stored."""
+    the same rules as `validate`, with the same messages; coerced values are stored. `where`
+    names a field in the errors when `section.field` would not (a device profile's name)."""
     for f in fields(config):
         rule = f.metadata.get("rule")
         if rule is None:
             continue
         value = getattr(config, f.name)
-        checked = check_value(f"{section}.{f.name}", value, rule)
+        checked = check_value(where(f.name) if where else f"{section}.{f.name}", value, rule)
         if type(checked) is not type(value) or checked != value:
             object.__setattr__(config, f.name, checked)
 

@@ -144,7 +144,7 @@ def _layer_map(value: Any) -> str | tuple[int, ...]:
 
 def distill_config_from_dict(data: Any) -> DistillConfig:
     """Validate a [distill] table (the spec string goes through here too)."""
-    table = table_of("distill", data, DistillConfig, example='{steps = 600, data = "bbc-news"}')
+    table = table_of("distill", data, DistillConfig, label="distill", example='{steps = 600, data = "bbc-news"}')
     if table.get("steps") is None:
         raise RecipeError(f"distill.steps is missing; give the number of optimizer steps, e.g. {SPEC_FORM}")
     given: dict[str, Any] = {}

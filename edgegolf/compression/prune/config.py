@@ -88,7 +88,7 @@ class PruneConfig:
 
 def prune_config_from_dict(data: Any, *, base_dir: Path | None = None) -> PruneConfig:
     """Validate a [prune] table. A relative `vocab` path is taken from `base_dir` (the recipe's folder)."""
-    table = table_of("prune", data, PruneConfig, example="{layers = 3, heads = 0.5}")
+    table = table_of("prune", data, PruneConfig, label="prune", example="{layers = 3, heads = 0.5}")
     given = {}
     if table.get("vocab") is not None:
         given["vocab"] = _corpus_path(table.pop("vocab"), base_dir)
