@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from edgegolf.errors import RecipeError
 from edgegolf.runtime.registry import task_names
-from edgegolf.settings import Rule, check_instance, check_value, setting, to_table, validate
+from edgegolf.settings import Rule, check_instance, check_value, setting, to_table, validate, with_rules
 
 if TYPE_CHECKING:
     from edgegolf.compression.distill.config import DistillConfig
@@ -49,6 +49,9 @@ class ExportSettings:
                                       help='extra files other loaders need (edgegolf/layouts.py), '
                                            'e.g. "sentence-transformers"')
 
+    def __post_init__(self) -> None:
+        check_instance(self, "export")  # the same rules for ExportSettings(...) in Python as for a [export] table
+
     @classmethod
     def from_dict(cls, data: Any) -> ExportSettings:
         return validate(cls, data, "export")
@@ -59,26 +62,43 @@ class OptimizeSettings:
     mode: str = setting("auto", kind="str", choices=OPTIMIZE_MODES, cli="--optimize",
                         help="auto: keep the fused graph only if measured faster; on; off")
 
+    def __post_init__(self) -> None:
+        check_instance(self, "optimize")  # the same rules for OptimizeSettings(...) in Python as for a [optimize] table
+
     @classmethod
     def from_dict(cls, data: Any) -> OptimizeSettings:
         return validate(cls, data, "optimize")
 
 
+# The rules of [evaluate]'s fields, kept beside the class so that its field lines stay plain defaults.
+_EVALUATE_RULES = {
+    "data": Rule(kind="str", cli="--data"),
+    "text_column": Rule(kind="str", cli="--text-column"),
+    "label_column": Rule(kind="str", cli="--label-column"),
+    "limit": Rule(kind="int", minimum=0, cli="--eval-limit"),
+    "test_fraction": Rule(kind="float", minimum=0.05, maximum=0.95),
+    "seed": Rule(kind="int"),
+    "calibration_size": Rule(kind="int", minimum=1),
+    "compare": Rule(kind="strings", choices=COMPARISONS, cli="--compare"),
+}
+
+
+@with_rules(_EVALUATE_RULES)
 @dataclass(frozen=True)
 class EvaluateSettings:
-    data: str = setting("bbc-news", kind="str", help='"bbc-news", a folder with one sub-folder of .txt files per '
-                                                     'class, or .csv/.jsonl/.parquet')
-    text_column: str = setting("text", kind="str", help="the columns of a .csv/.jsonl/.parquet file")
-    label_column: str = setting("label", kind="str")
-    limit: int = setting(0, kind="int", minimum=0, cli="--eval-limit",
-                         help="0 = every text; otherwise a stratified subset of this many")
-    test_fraction: float = setting(0.3, kind="float", minimum=0.05, maximum=0.95)
-    seed: int = setting(0, kind="int")
-    calibration_size: int = setting(64, kind="int", minimum=1,
-                                    help="train-split texts used to calibrate static quantization")
+    data: str = "bbc-news"  # "bbc-news", a folder with one sub-folder of .txt files per class, or .csv/.jsonl/.parquet
+    text_column: str = "text"  # the columns of a .csv/.jsonl/.parquet file
+    label_column: str = "label"
+    limit: int = 0  # 0 = every text; otherwise a stratified subset of this many
+    test_fraction: float = 0.3
+    seed: int = 0
+    calibration_size: int = 64  # train-split texts used to calibrate static quantization
     # Reference artifacts measured beside the chain, e.g. "ort-quantize-dynamic": what
     # onnxruntime's quantize_dynamic with default arguments gives (what a user does by hand).
-    compare: tuple[str, ...] = setting((), kind="strings", choices=COMPARISONS, cli="--compare")
+    compare: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_instance(self, "evaluate")  # the same rules for EvaluateSettings(...) in Python as for a [evaluate] table
 
     @classmethod
     def from_dict(cls, data: Any) -> EvaluateSettings:
@@ -96,6 +116,9 @@ class BenchSettings:
     runs: int = setting(100, kind="int", minimum=5)
     warmup: int = setting(10, kind="int", minimum=0)
     max_seconds: float = setting(10.0, kind="float", minimum=0.1)
+
+    def __post_init__(self) -> None:
+        check_instance(self, "bench")  # the same rules for BenchSettings(...) in Python as for a [bench] table
 
     @classmethod
     def from_dict(cls, data: Any) -> BenchSettings:

@@ -182,8 +182,20 @@ def validate(cls: Any, data: Any, section: str, *, label: str | None = None, exa
     values = dict(given or {})
     for f in fields(cls):
         if f.name in table:
-            values[f.name] = check_value(f"{section}.{f.name}", table[f.name], f.metadata.get("rule", Rule()))
+            values[f.name] = check_value(f"{section}.{f.name}", table[f.name], f.metadata.get("rule") or _implied(f))
     return cls(**values)
+
+
+def _implied(f: Any) -> Rule:
+    """The rule of a field declared without one (a plugin's plain dataclass): its default's kind."""
+    default = f.default
+    if isinstance(default, bool):
+        return Rule(kind="bool")
+    if isinstance(default, (int, float, str)):
+        return Rule(kind=type(default).__name__)
+    if isinstance(default, tuple):
+        return Rule(kind="ints" if default and all(isinstance(v, int) for v in default) else "strings")
+    return Rule()
 
 
 def check_instance(config: Any, section: str, *, where: Callable[[str], str] | None = None) -> None:
