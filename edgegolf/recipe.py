@@ -26,6 +26,7 @@ QuantConfig = Any  # an instance of a registered quantization scheme (edgegolf.c
 
 
 COMPARISONS = ("ort-quantize-dynamic",)
+_TASK = Rule(kind="str", choices=task_names, cli="--task")
 EXPORTERS = ("torch", "optimum")
 OPTIMIZE_MODES = ("auto", "on", "off")
 
@@ -153,7 +154,7 @@ class Recipe:
         from edgegolf.compression.quantize import scheme_name
 
         if self.task is not None:
-            check_value("recipe.task", self.task, Rule(kind="str", choices=task_names))
+            check_value("recipe.task", self.task, _TASK)
         for name, kind in (("export", ExportSettings), ("optimize", OptimizeSettings),
                            ("evaluate", EvaluateSettings), ("bench", BenchSettings)):
             if not isinstance(getattr(self, name), kind):
@@ -174,6 +175,8 @@ class Recipe:
         from edgegolf.compression.distill import distill_config_from_dict
         from edgegolf.compression.prune import prune_config_from_dict
 
+        if data.get("task") is not None:  # first: a section's fields can depend on the task
+            check_value("recipe.task", data["task"], _TASK)
         prune = data.get("prune") or None
         distill = data.get("distill") or None
         quantize = data.get("quantize", {})
