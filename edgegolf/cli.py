@@ -11,7 +11,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from edgegolf.compression.quantize import scheme_names
+from edgegolf.compression.quantize import Int4WeightOnly, Int8Static, scheme_names
 from edgegolf.devices.kinds import kind_names
 from edgegolf.errors import EXIT_DOES_NOT_FIT, EXIT_ERROR, EXIT_FITS, EdgegolfError, MissingExtraError
 from edgegolf.plugins import load_plugins
@@ -21,6 +21,20 @@ from edgegolf.runtime.registry import task_names
 # (edgegolf.console loads them before importing this module).
 _TASKS = " | ".join(task_names())
 _SCHEMES = " | ".join(scheme_names(with_default=True))
+
+
+def _choices(cls: type, name: str) -> str:
+    """A settings field's choices as --help shows them (edgegolf/settings.py declares them once)."""
+    from edgegolf.settings import choices_of
+
+    return " | ".join(map(str, choices_of(cls, name)))
+
+
+def _recipe_choices(section: str, name: str) -> str:
+    from edgegolf import recipe
+
+    cls = {"export": recipe.ExportSettings, "optimize": recipe.OptimizeSettings}[section]
+    return _choices(cls, name)
 
 app = typer.Typer(
     help="Fit a pretrained Hugging Face model onto an edge budget, and measure the deployed artifact.",
@@ -80,15 +94,17 @@ def compress(
     quantize: Annotated[Optional[str], typer.Option(
         help=f"{_SCHEMES} (default: edgegolf's tuned int8).")] = None,
     calibration: Annotated[Optional[str], typer.Option(
-        help="int8-static calibration: minmax | percentile | entropy.")] = None,
-    block_size: Annotated[Optional[int], typer.Option(help="int4 block size (16, 32, 64, 128...).")] = None,
+        help=f"int8-static calibration: {_choices(Int8Static, 'method')}.")] = None,
+    block_size: Annotated[Optional[int], typer.Option(
+        help=f"int4 block size: {_choices(Int4WeightOnly, 'block_size')}.")] = None,
     exclude: Annotated[Optional[list[str]], typer.Option(
         help="Keep nodes in float: a node name or pattern such as '*/layer.0/*' (repeatable).")] = None,
     optimize: Annotated[Optional[str], typer.Option(
-        help="Graph fusions: auto (kept only if measured faster) | on | off.")] = None,
-    exporter: Annotated[Optional[str], typer.Option(help="torch | optimum (needs the optimum extra).")] = None,
+        help=f"Graph fusions: {_recipe_choices('optimize', 'mode')} (auto: kept only if measured faster).")] = None,
+    exporter: Annotated[Optional[str], typer.Option(
+        help=f"{_recipe_choices('export', 'exporter')} (optimum needs the optimum extra).")] = None,
     layout: Annotated[Optional[list[str]], typer.Option(
-        help="Also lay the bundle out for: optimum | sentence-transformers (repeatable; README 'Layouts').")] = None,
+        help=f"Also lay the bundle out for: {_recipe_choices('export', 'layout')} (repeatable; README 'Layouts').")] = None,
     device: Annotated[Optional[str], typer.Option(help="Device profile for latency, e.g. cpu-1, cpu-2.")] = None,
     data: Annotated[Optional[str], typer.Option(
         help="Evaluation data: bbc-news, a folder with one sub-folder of .txt files per class, "

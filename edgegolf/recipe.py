@@ -7,92 +7,84 @@ with the same one-line messages naming the field, the value and what would be ac
 
 from __future__ import annotations
 
-import math
 import re
 import tomllib
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edgegolf.errors import RecipeError
 from edgegolf.runtime.registry import task_names
+from edgegolf.settings import Rule, check_instance, check_value, setting, to_table, validate, with_rules
 
+if TYPE_CHECKING:
+    from edgegolf.compression.distill.config import DistillConfig
+    from edgegolf.compression.prune.config import PruneConfig
 
-def _check_fields(section: str, data: Any, allowed: set[str]) -> dict[str, Any]:
-    if not isinstance(data, dict):
-        raise RecipeError(f"recipe [{section}] must be a table, got {data!r}")
-    unknown = sorted(set(data) - allowed)
-    if unknown:
-        raise RecipeError(f"recipe [{section}] has unknown field {unknown[0]!r}; "
-                          f"accepted: {', '.join(sorted(allowed))}")
-    return data
-
-
-def _typed(section: str, name: str, value: Any, kind: type[Any], *, choices: tuple = (), minimum: float | None = None,
-           maximum: float | None = None) -> Any:
-    where = f"{section}.{name}"
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if kind is int and isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
-        raise RecipeError(f"{where} = {value!r} is not a {kind.__name__}")
-    if kind is float and not math.isfinite(value):  # nan passes every comparison below, and every limit
-        raise RecipeError(f"{where} = {value!r} is not accepted; give a finite number")
-    if choices and value not in choices:
-        raise RecipeError(f"{where} = {value!r} is not accepted; choose one of: {', '.join(map(str, choices))}")
-    if minimum is not None and value < minimum:
-        raise RecipeError(f"{where} = {value!r} is below the minimum {minimum}")
-    if maximum is not None and value > maximum:
-        raise RecipeError(f"{where} = {value!r} is above the maximum {maximum}")
-    return value
-
-
-def _string_list(section: str, name: str, value: Any, *, choices: tuple = ()) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, (list, tuple)):
-        raise RecipeError(f"{section}.{name} = {value!r} is not a list of strings")
-    return tuple(_typed(section, name, item, str, choices=choices) for item in value)
+QuantConfig = Any  # an instance of a registered quantization scheme (edgegolf.compression.quantize.SCHEMES)
 
 
 COMPARISONS = ("ort-quantize-dynamic",)
+_TASK = Rule(kind="str", choices=task_names, cli="--task")
+EXPORTERS = ("torch", "optimum")
+OPTIMIZE_MODES = ("auto", "on", "off")
+
+
+def _layout_names() -> tuple[str, ...]:
+    from edgegolf.layouts import layout_names
+
+    return tuple(layout_names())
 
 
 @dataclass(frozen=True)
 class ExportSettings:
-    exporter: str = "torch"  # torch.onnx (legacy tracer); "optimum" needs the optimum extra
-    opset: int = 17
-    max_length: int = 128  # truncation of every input, in tokens
-    atol: float = 1e-3  # max abs difference allowed between ONNX and PyTorch outputs
-    layout: tuple[str, ...] = ()  # extra files other loaders need (edgegolf/layouts.py), e.g. "sentence-transformers"
+    exporter: str = setting("torch", kind="str", choices=EXPORTERS, cli="--exporter",
+                            help='torch.onnx (legacy tracer); "optimum" needs the optimum extra')
+    opset: int = setting(17, kind="int", minimum=14, maximum=23, cli="--opset")
+    max_length: int = setting(128, kind="int", minimum=8, maximum=8192, cli="--max-length",
+                              help="truncation of every input, in tokens")
+    atol: float = setting(1e-3, kind="float", minimum=0.0,
+                          help="max abs difference allowed between ONNX and PyTorch outputs")
+    layout: tuple[str, ...] = setting((), kind="strings", choices=_layout_names, cli="--layout",
+                                      help='extra files other loaders need (edgegolf/layouts.py), '
+                                           'e.g. "sentence-transformers"')
+
+    def __post_init__(self) -> None:
+        check_instance(self, "export")  # the same rules for ExportSettings(...) in Python as for a [export] table
 
     @classmethod
     def from_dict(cls, data: Any) -> ExportSettings:
-        from edgegolf.layouts import layout_names
-
-        d = _check_fields("export", data, {f.name for f in fields(cls)})
-        base = cls()
-        return cls(
-            exporter=_typed("export", "exporter", d.get("exporter", base.exporter), str, choices=("torch", "optimum")),
-            opset=_typed("export", "opset", d.get("opset", base.opset), int, minimum=14, maximum=23),
-            max_length=_typed("export", "max_length", d.get("max_length", base.max_length), int,
-                              minimum=8, maximum=8192),
-            atol=_typed("export", "atol", d.get("atol", base.atol), float, minimum=0.0),
-            layout=_string_list("export", "layout", d.get("layout", base.layout), choices=layout_names()),
-        )
+        return validate(cls, data, "export")
 
 
 @dataclass(frozen=True)
 class OptimizeSettings:
-    mode: str = "auto"  # auto: keep the fused graph only if measured faster; on; off
+    mode: str = setting("auto", kind="str", choices=OPTIMIZE_MODES, cli="--optimize",
+                        help="auto: keep the fused graph only if measured faster; on; off")
+
+    def __post_init__(self) -> None:
+        check_instance(self, "optimize")  # the same rules for OptimizeSettings(...) in Python as for a [optimize] table
 
     @classmethod
     def from_dict(cls, data: Any) -> OptimizeSettings:
-        d = _check_fields("optimize", data, {"mode"})
-        return cls(mode=_typed("optimize", "mode", d.get("mode", "auto"), str, choices=("auto", "on", "off")))
+        return validate(cls, data, "optimize")
 
 
+# The rules of [evaluate]'s fields, kept beside the class so that its field lines stay plain defaults.
+_EVALUATE_RULES = {
+    "data": Rule(kind="str", cli="--data"),
+    "text_column": Rule(kind="str", cli="--text-column"),
+    "label_column": Rule(kind="str", cli="--label-column"),
+    "limit": Rule(kind="int", minimum=0, cli="--eval-limit"),
+    "test_fraction": Rule(kind="float", minimum=0.05, maximum=0.95),
+    "seed": Rule(kind="int"),
+    "calibration_size": Rule(kind="int", minimum=1),
+    "compare": Rule(kind="strings", choices=COMPARISONS, cli="--compare"),
+}
+
+
+@with_rules(_EVALUATE_RULES)
 @dataclass(frozen=True)
 class EvaluateSettings:
     data: str = "bbc-news"  # "bbc-news", a folder with one sub-folder of .txt files per class, or .csv/.jsonl/.parquet
@@ -106,61 +98,72 @@ class EvaluateSettings:
     # onnxruntime's quantize_dynamic with default arguments gives (what a user does by hand).
     compare: tuple[str, ...] = ()
 
+    def __post_init__(self) -> None:
+        check_instance(self, "evaluate")  # the same rules for EvaluateSettings(...) in Python as for a [evaluate] table
+
     @classmethod
     def from_dict(cls, data: Any) -> EvaluateSettings:
-        d = _check_fields("evaluate", data, {f.name for f in fields(cls)})
-        base = cls()
-        return cls(
-            data=_typed("evaluate", "data", d.get("data", base.data), str),
-            text_column=_typed("evaluate", "text_column", d.get("text_column", base.text_column), str),
-            label_column=_typed("evaluate", "label_column", d.get("label_column", base.label_column), str),
-            limit=_typed("evaluate", "limit", d.get("limit", base.limit), int, minimum=0),
-            test_fraction=_typed("evaluate", "test_fraction", d.get("test_fraction", base.test_fraction), float,
-                                 minimum=0.05, maximum=0.95),
-            seed=_typed("evaluate", "seed", d.get("seed", base.seed), int),
-            calibration_size=_typed("evaluate", "calibration_size", d.get("calibration_size", base.calibration_size),
-                                    int, minimum=1),
-            compare=_string_list("evaluate", "compare", d.get("compare", base.compare), choices=COMPARISONS),
-        )
+        return validate(cls, data, "evaluate")
 
 
 @dataclass(frozen=True)
 class BenchSettings:
-    device: str = "cpu-1"  # a device profile name (edgegolf.devices.profiles); the budget's latency is measured here
-    also: tuple[str, ...] = ()  # more device profiles every stage is timed on, for the report
-    batch: int = 1
-    seq: int = 128
-    runs: int = 100
-    warmup: int = 10
-    max_seconds: float = 10.0
+    device: str = setting("cpu-1", kind="str", cli="--device",
+                          help="a device profile name (edgegolf.devices.profiles); the budget's latency is "
+                               "measured here")
+    also: tuple[str, ...] = setting((), kind="strings", help="more device profiles every stage is timed on")
+    batch: int = setting(1, kind="int", minimum=1)
+    seq: int = setting(128, kind="int", minimum=1)
+    runs: int = setting(100, kind="int", minimum=5)
+    warmup: int = setting(10, kind="int", minimum=0)
+    max_seconds: float = setting(10.0, kind="float", minimum=0.1)
+
+    def __post_init__(self) -> None:
+        check_instance(self, "bench")  # the same rules for BenchSettings(...) in Python as for a [bench] table
 
     @classmethod
     def from_dict(cls, data: Any) -> BenchSettings:
-        d = _check_fields("bench", data, {f.name for f in fields(cls)})
-        base = cls()
-        return cls(
-            device=_typed("bench", "device", d.get("device", base.device), str),
-            also=_string_list("bench", "also", d.get("also", base.also)),
-            batch=_typed("bench", "batch", d.get("batch", base.batch), int, minimum=1),
-            seq=_typed("bench", "seq", d.get("seq", base.seq), int, minimum=1),
-            runs=_typed("bench", "runs", d.get("runs", base.runs), int, minimum=5),
-            warmup=_typed("bench", "warmup", d.get("warmup", base.warmup), int, minimum=0),
-            max_seconds=_typed("bench", "max_seconds", d.get("max_seconds", base.max_seconds), float, minimum=0.1),
-        )
+        return validate(cls, data, "bench")
+
+
+def _default_quantize() -> QuantConfig:
+    from edgegolf.compression.quantize import default_int8
+
+    return default_int8()
 
 
 @dataclass(frozen=True)
 class Recipe:
+    """What to run. Every section is a typed config: `Recipe(quantize=Int4WeightOnly(block_size=32),
+    prune=PruneConfig(layers=3))` in Python, or the same as TOML tables through `from_dict`."""
+
     task: str | None = None  # None: inferred from the model's config
     export: ExportSettings = field(default_factory=ExportSettings)
     optimize: OptimizeSettings = field(default_factory=OptimizeSettings)
-    prune: dict[str, Any] = field(default_factory=dict)  # edgegolf.compression.prune.PruneConfig fields
-    distill: dict[str, Any] = field(default_factory=dict)  # edgegolf.compression.distill.DistillConfig fields
-    quantize: dict[str, Any] = field(default_factory=lambda: {"scheme": "default"})
+    prune: PruneConfig | None = None  # None: not pruned
+    distill: DistillConfig | None = None  # None: not distilled (needs prune)
+    quantize: QuantConfig = field(default_factory=_default_quantize)  # default: edgegolf's tuned int8
     evaluate: EvaluateSettings = field(default_factory=EvaluateSettings)
     bench: BenchSettings = field(default_factory=BenchSettings)
 
     SECTIONS = ("task", "prune", "distill", "export", "optimize", "quantize", "evaluate", "bench", "budget")
+
+    def __post_init__(self) -> None:
+        from edgegolf.compression.distill.config import DistillConfig
+        from edgegolf.compression.prune.config import PruneConfig
+        from edgegolf.compression.quantize import scheme_name
+
+        if self.task is not None:
+            check_value("recipe.task", self.task, _TASK)
+        for name, kind in (("export", ExportSettings), ("optimize", OptimizeSettings),
+                           ("evaluate", EvaluateSettings), ("bench", BenchSettings)):
+            if not isinstance(getattr(self, name), kind):
+                raise RecipeError(f"recipe.{name} = {getattr(self, name)!r} is not accepted; give {kind.__name__}(...)")
+        if self.prune is not None and not isinstance(self.prune, PruneConfig):
+            raise RecipeError(f"recipe.prune = {self.prune!r} is not accepted; give PruneConfig(...) or None")
+        if self.distill is not None and not isinstance(self.distill, DistillConfig):
+            raise RecipeError(f"recipe.distill = {self.distill!r} is not accepted; give DistillConfig(...) or None")
+        scheme_name(self.quantize)  # a registered scheme's config, or the one-line error
 
     @classmethod
     def from_dict(cls, data: Any) -> Recipe:
@@ -169,86 +172,94 @@ class Recipe:
         unknown = sorted(set(data) - set(cls.SECTIONS))
         if unknown:
             raise RecipeError(f"recipe has unknown section {unknown[0]!r}; accepted: {', '.join(cls.SECTIONS)}")
-        task = data.get("task")
-        if task is not None:
-            task = _typed("recipe", "task", task, str, choices=task_names())
+        from edgegolf.compression.distill import distill_config_from_dict
         from edgegolf.compression.prune import prune_config_from_dict
 
-        prune = data.get("prune") or {}
-        if prune:
-            prune = prune_config_from_dict(prune).to_dict()  # validated and normalised
-        from edgegolf.compression.distill import distill_config_from_dict
-
-        distill = data.get("distill") or {}
-        if distill:
-            distill = distill_config_from_dict(distill).to_dict()  # validated; every field, so a rerun is exact
+        if data.get("task") is not None:  # first: a section's fields can depend on the task
+            check_value("recipe.task", data["task"], _TASK)
+        prune = data.get("prune") or None
+        distill = data.get("distill") or None
         quantize = data.get("quantize", {})
         if not isinstance(quantize, dict):
             raise RecipeError(f"recipe [quantize] must be a table, got {quantize!r}")
-        quantize = {"scheme": "default", **quantize}  # quantize.RECIPE_DEFAULT: edgegolf's tuned int8
-        quant_config(quantize)  # validates the scheme and its fields now, before any work
         return cls(
-            task=task,
-            prune=prune,
-            distill=distill,
+            task=data.get("task"),
+            prune=prune_config_from_dict(prune) if prune is not None else None,
+            distill=distill_config_from_dict(distill) if distill is not None else None,
             export=ExportSettings.from_dict(data.get("export", {})),
             optimize=OptimizeSettings.from_dict(data.get("optimize", {})),
-            quantize=quantize,
+            quantize=quant_config({"scheme": "default", **quantize}),  # quantize.RECIPE_DEFAULT: the tuned int8
             evaluate=EvaluateSettings.from_dict(data.get("evaluate", {})),
             bench=BenchSettings.from_dict(data.get("bench", {})),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        if data["task"] is None:
-            del data["task"]
+        """The recipe as the TOML file would hold it (recipe.toml, the manifest): from_dict of it
+        gives this recipe back."""
+        from edgegolf.compression import quantize
+
+        data: dict[str, Any] = {} if self.task is None else {"task": self.task}
+        data["export"] = to_table(self.export)
+        data["optimize"] = to_table(self.optimize)
+        data["prune"] = self.prune.to_dict() if self.prune is not None else {}
+        data["distill"] = self.distill.to_dict() if self.distill is not None else {}
+        data["quantize"] = ({"scheme": quantize.RECIPE_DEFAULT} if self.quantize == quantize.default_int8()
+                            else quantize.config_to_dict(self.quantize))
+        data["evaluate"] = to_table(self.evaluate)
+        data["bench"] = to_table(self.bench)
         return data
 
 
-_BUDGET_KEYS = {
-    # key: (field, unit suffixes accepted)
-    "size": ("size_mb", ("mb",)),
-    "zstd": ("zstd_mb", ("mb",)),
-    "p50": ("p50_ms", ("ms",)),
-    "p95": ("p95_ms", ("ms",)),
-    "memory": ("memory_mb", ("mb",)),
-    "drop": ("max_accuracy_drop", ("", "pt", "points")),
-}
 _BUDGET_FORM = "size<=24MB, zstd<=20MB, p50<=8ms, p95<=10ms, memory<=300MB, drop<=0.5 (accuracy points)"
+
+
+def _limit(term: str, unit: str, label: str, help: str, *, units: tuple[str, ...] | None = None) -> Any:
+    """A budget limit: its CLI term (p50<=8ms), the units the term takes, and how the verdict names it."""
+    extra = {"term": term, "units": units or (unit.lower(),), "unit": unit, "label": label}
+    return setting(None, kind="float", optional=True, minimum=0.0, help=help, extra=extra)
 
 
 @dataclass(frozen=True)
 class Budget:
     """Limits on the deployed artifact. None means "no limit on this"."""
 
-    size_mb: float | None = None  # bytes the runtime needs (model graph + weights), MB = 1e6 bytes
-    zstd_mb: float | None = None  # the same after zstd: the download size
-    p50_ms: float | None = None  # latency at the bench shape on the bench device
-    p95_ms: float | None = None
-    memory_mb: float | None = None  # peak RSS of a fresh process that loads and runs the model
-    max_accuracy_drop: float | None = None  # task metric of teacher minus artifact, in points
+    size_mb: float | None = _limit("size", "MB", "size",
+                                   "bytes the runtime needs (model graph + weights), MB = 1e6 bytes")
+    zstd_mb: float | None = _limit("zstd", "MB", "zstd size", "the same after zstd: the download size")
+    p50_ms: float | None = _limit("p50", "ms", "p50 latency", "latency at the bench shape on the bench device")
+    p95_ms: float | None = _limit("p95", "ms", "p95 latency", "latency at the bench shape on the bench device")
+    memory_mb: float | None = _limit("memory", "MB", "peak memory",
+                                     "peak RSS of a fresh process that loads and runs the model")
+    max_accuracy_drop: float | None = _limit("drop", "points", "accuracy drop",
+                                             "task metric of teacher minus artifact, in points",
+                                             units=("", "pt", "points"))
+
+    def __post_init__(self) -> None:
+        check_instance(self, "budget")
+
+    @classmethod
+    def limits(cls) -> dict[str, Mapping[str, Any]]:
+        """field -> {term, units, unit, label}: the one table the CLI form and the verdict read."""
+        return {f.name: f.metadata["rule"].extra for f in fields(cls)}
 
     @classmethod
     def from_dict(cls, data: Any) -> Budget:
-        names = {f.name for f in fields(cls)}
-        d = _check_fields("budget", data, names)
-        values = {}
-        for name, value in d.items():
-            values[name] = _typed("budget", name, value, float, minimum=0.0)
-        return cls(**values)
+        return validate(cls, data, "budget")
 
     @classmethod
     def parse(cls, text: str) -> Budget:
         """Parse the CLI form, e.g. "size<=24MB,p50<=8ms,drop<=0.5"."""
+        by_term = {limit["term"]: name for name, limit in cls.limits().items()}
         values: dict[str, float] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
             match = re.fullmatch(r"([a-z0-9]+)\s*(<=|=)\s*([0-9]*\.?[0-9]+)\s*([a-z]*)", part.lower())
             if not match:
                 raise RecipeError(f"budget term {part!r} is malformed; write terms like: {_BUDGET_FORM}")
             key, _, number, unit = match.groups()
-            if key not in _BUDGET_KEYS:
-                raise RecipeError(f"budget term {part!r} limits unknown {key!r}; accepted: {', '.join(_BUDGET_KEYS)}")
-            name, units = _BUDGET_KEYS[key]
+            if key not in by_term:
+                raise RecipeError(f"budget term {part!r} limits unknown {key!r}; accepted: {', '.join(by_term)}")
+            name = by_term[key]
+            units = cls.limits()[name]["units"]
             if unit not in units and not (unit == "" and units[0] in ("mb", "ms")):
                 raise RecipeError(f"budget term {part!r} has unit {unit!r}; {key} takes {units[0] or 'a plain number'}")
             values[name] = float(number)
@@ -263,11 +274,14 @@ class Budget:
         return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def quant_config(table: dict[str, Any]):
-    """The quantization config a [quantize] table asks for. "default" is edgegolf's tuned
-    int8; fields given beside it (such as exclude) adjust that default."""
+def quant_config(table: dict[str, Any] | QuantConfig) -> QuantConfig:
+    """The quantization config a [quantize] table asks for (a config is returned as it is).
+    "default" is edgegolf's tuned int8; fields given beside it (such as exclude) adjust that default."""
     from edgegolf.compression import quantize
 
+    if not isinstance(table, dict):
+        quantize.scheme_name(table)  # a registered scheme's config, or the one-line error
+        return table
     if table.get("scheme") == quantize.RECIPE_DEFAULT:
         return quantize.config_from_dict({**quantize.config_to_dict(quantize.default_int8()),
                                           **{k: v for k, v in table.items() if k != "scheme"}})

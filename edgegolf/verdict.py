@@ -6,16 +6,6 @@ from dataclasses import asdict, dataclass
 
 from edgegolf.recipe import Budget
 
-# budget field -> (label, unit, how to read it from the final stage's measurements)
-_LIMITS = {
-    "size_mb": ("size", "MB"),
-    "zstd_mb": ("zstd size", "MB"),
-    "p50_ms": ("p50 latency", "ms"),
-    "p95_ms": ("p95 latency", "ms"),
-    "memory_mb": ("peak memory", "MB"),
-    "max_accuracy_drop": ("accuracy drop", "points"),
-}
-
 
 @dataclass(frozen=True)
 class LimitCheck:
@@ -38,10 +28,12 @@ class LimitCheck:
 
     def describe(self) -> str:
         if self.fits:
-            return f"{self.label} {self.measured:.2f} {self.unit} <= {self.limit:g} {self.unit} ({self.usage:.0%} of the limit)"
+            return (f"{self.label} {self.measured:.2f} {self.unit} <= {self.limit:g} {self.unit} "
+                    f"({self.usage:.0%} of the limit)")
         over = self.measured - self.limit
         share = f", {over / self.limit:.0%} over" if self.limit else ""
-        return f"{self.label} {self.measured:.2f} {self.unit} exceeds {self.limit:g} {self.unit} by {over:.2f} {self.unit}{share}"
+        return (f"{self.label} {self.measured:.2f} {self.unit} exceeds {self.limit:g} {self.unit} "
+                f"by {over:.2f} {self.unit}{share}")
 
 
 @dataclass(frozen=True)
@@ -62,12 +54,13 @@ class Verdict:
         return max(self.checks, key=lambda c: c.usage, default=None)
 
     def summary(self) -> str:
-        if not self.checks:
+        binding = self.binding
+        if binding is None:
             return "no budget given: nothing to check"
         if self.fits:
-            return f"FITS the budget; tightest limit: {self.binding.describe()}"
+            return f"FITS the budget; tightest limit: {binding.describe()}"
         missed = [c for c in self.checks if not c.fits]
-        return f"DOES NOT FIT: {self.binding.describe()}" + (
+        return f"DOES NOT FIT: {binding.describe()}" + (
             f" (and {len(missed) - 1} more limit{'s' if len(missed) > 2 else ''} missed)" if len(missed) > 1 else ""
         )
 
@@ -83,7 +76,8 @@ class Verdict:
 def check_budget(budget: Budget, measured: dict[str, float]) -> Verdict:
     """`measured` holds the final artifact's numbers under the budget's field names."""
     checks = []
+    limits = Budget.limits()  # each limit's label and unit, declared on the Budget's fields
     for field, limit in budget.to_dict().items():
-        label, unit = _LIMITS[field]
-        checks.append(LimitCheck(field, label, unit, float(measured[field]), float(limit)))
+        checks.append(LimitCheck(field, limits[field]["label"], limits[field]["unit"], float(measured[field]),
+                                 float(limit)))
     return Verdict(tuple(checks))

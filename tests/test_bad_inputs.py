@@ -244,7 +244,7 @@ CASES: list[Case] = [
     Case("recipe: not UTF-8 text", with_recipe(b"\xff\xfe\x00[bench]"), "cannot be read"),
     Case("recipe: unknown section", with_recipe("[quantise]\nscheme = 'int4'\n"), "unknown section 'quantise'"),
     Case("recipe: unknown key", with_recipe("[export]\nopsett = 17\n"), "unknown field 'opsett'"),
-    Case("recipe: wrong type", with_recipe("[export]\nopset = '17'\n"), "export.opset = '17' is not a int"),
+    Case("recipe: wrong type", with_recipe("[export]\nopset = '17'\n"), "export.opset = '17' is not an integer"),
     Case("recipe: value out of range", with_recipe("[bench]\nbatch = 0\n"), "below the minimum 1"),
     Case("recipe: section that is not a table", with_recipe("bench = 3\n"), "must be a table"),
     Case("recipe: budget limit below zero", with_recipe("[budget]\nsize_mb = -1\n"), "budget.size_mb = -1.0 is below"),

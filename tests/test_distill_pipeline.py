@@ -39,7 +39,7 @@ def test_compress_with_prune_and_distill_records_the_stage_and_its_data(tiny_ber
     assert "after distillation" in manifest["stages"]["onnx-fp32"]["description"]
     # recipe.toml reruns the same distillation
     recipe, _ = build_recipe(out / "recipe.toml")
-    assert recipe.distill == manifest["recipe"]["distill"] and recipe.distill["steps"] == 6
+    assert recipe.distill.to_dict() == manifest["recipe"]["distill"] and recipe.distill.steps == 6
 
 
 def test_distill_without_a_pruned_student_is_refused(tiny_bert, tmp_path, capsys):
@@ -141,7 +141,7 @@ def test_recipe_distill_table_is_validated_and_its_data_path_is_relative_to_the_
     recipe_file = tmp_path / "r" / "recipe.toml"
     recipe_file.write_text('[prune]\nlayers = 1\n\n[distill]\nsteps = 5\ndata = "texts.txt"\n')
     recipe, _ = build_recipe(recipe_file)
-    assert recipe.distill["data"] == str((tmp_path / "r" / "texts.txt").resolve())
-    assert recipe.distill["steps"] == 5 and recipe.distill["refit"] is False
+    assert recipe.distill.data == str((tmp_path / "r" / "texts.txt").resolve())
+    assert recipe.distill.steps == 5 and recipe.distill.refit is False
     recipe, _ = build_recipe({"prune": {"layers": 1}, "distill": {"steps": 5}})
-    assert recipe.distill["data"] == "train-split"
+    assert recipe.distill.data == "train-split"

@@ -61,7 +61,7 @@ def test_bad_specs_say_field_value_and_what_is_accepted(spec, words):
 def test_bad_tables():
     with pytest.raises(RecipeError, match="must be a table"):
         distill_config_from_dict(["steps", 5])
-    with pytest.raises(RecipeError, match=r"distill.steps = True is not a number"):
+    with pytest.raises(RecipeError, match=r"distill.steps = True is not an integer"):
         distill_config_from_dict({"steps": True})
     with pytest.raises(RecipeError, match=r"distill.data = '' is not accepted"):
         distill_config_from_dict({"steps": 3, "data": ""})

@@ -15,7 +15,7 @@ CHECKED = CONFIG["tool"]["mypy"]["files"]
 
 
 def test_the_checked_paths_include_the_runtime_and_the_settings():
-    assert "edgegolf/runtime" in CHECKED and "edgegolf/recipe.py" in CHECKED
+    assert "edgegolf/runtime" in CHECKED and "edgegolf/recipe.py" in CHECKED and "edgegolf/settings.py" in CHECKED
     assert all((ROOT / path).exists() for path in CHECKED), CHECKED
 
 

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from edgegolf.compression.quantize import Int4WeightOnly, default_int8
 from edgegolf.errors import RecipeError
-from edgegolf.recipe import Budget, Recipe, load_recipe_file
+from edgegolf.recipe import Budget, EvaluateSettings, Recipe, load_recipe_file
 from edgegolf.verdict import check_budget
 
 
@@ -35,14 +36,15 @@ def test_recipe_defaults_and_fields():
     recipe = Recipe.from_dict({"task": "feature-extraction", "bench": {"device": "cpu-2", "runs": 50}})
     assert recipe.bench.device == "cpu-2" and recipe.bench.runs == 50
     assert recipe.export.max_length == 128
-    assert recipe.quantize == {"scheme": "default"}
+    assert recipe.quantize == default_int8() and recipe.to_dict()["quantize"] == {"scheme": "default"}
+    assert recipe.prune is None and recipe.distill is None
 
 
 @pytest.mark.parametrize(
     "table, words",
     [
         ({"task": "translation"}, "recipe.task = 'translation' is not accepted"),
-        ({"export": {"opset": "17"}}, "export.opset = '17' is not a int"),
+        ({"export": {"opset": "17"}}, "export.opset = '17' is not an integer"),
         ({"export": {"opsett": 17}}, "unknown field 'opsett'"),
         ({"bench": {"batch": 0}}, "bench.batch = 0 is below the minimum 1"),
         ({"optimize": {"mode": "maybe"}}, "choose one of: auto, on, off"),
@@ -104,7 +106,7 @@ def test_recipe_file_paths_are_relative_to_the_recipe_and_written_absolute(tmp_p
         '[evaluate]\ndata = "../news.csv"\n[distill]\nsteps = 2\ndata = "train-split"\n', encoding="utf-8")
     recipe, _ = build_recipe(tmp_path / "recipes" / "r.toml")
     assert recipe.evaluate.data == str((tmp_path / "news.csv").resolve())
-    assert recipe.distill["data"] == "train-split"  # a named data set, not a path
+    assert recipe.distill.data == "train-split"  # a named data set, not a path
 
     monkeypatch.chdir(tmp_path)
     flags, budget = build_recipe(None, overrides={"evaluate.data": "data/news.csv"})
@@ -115,8 +117,8 @@ def test_recipe_file_paths_are_relative_to_the_recipe_and_written_absolute(tmp_p
 
 
 def test_recipe_toml_round_trips_newlines_quotes_and_nested_tables(tmp_path, monkeypatch):
-    """recipe.toml is written by a TOML library: strings with a newline or a quote and nested
-    tables read back (tomllib) exactly as they were."""
+    """recipe.toml is written by a TOML library: strings with a newline, a quote or a backslash
+    read back (tomllib) exactly as they were."""
     import dataclasses
     import json
     import tomllib
@@ -126,14 +128,16 @@ def test_recipe_toml_round_trips_newlines_quotes_and_nested_tables(tmp_path, mon
     monkeypatch.chdir(tmp_path)
     awkward = 'news "2024"\nsecond line\\ with a backslash'
     recipe = dataclasses.replace(Recipe(), task="feature-extraction",
-                                 quantize={"scheme": "int4", "note": awkward,
-                                           "nested": {"inner": {"depth": 3, "names": ["a\"b", "c\nd"]}}})
+                                 evaluate=EvaluateSettings(text_column=awkward),
+                                 quantize=Int4WeightOnly(block_size=64, exclude=(awkward, "a\"b", "c\nd")))
     budget = Budget(size_mb=12.5)
     text = recipe_toml(recipe, budget)
     read = tomllib.loads(text)
     assert read["task"] == "feature-extraction"
-    assert read["quantize"] == {"scheme": "int4", "note": awkward,
-                                "nested": {"inner": {"depth": 3, "names": ["a\"b", "c\nd"]}}}
+    assert read["quantize"] == {"scheme": "int4", "block_size": 64, "symmetric": True, "embeddings": "per-row",
+                                "exclude": [awkward, "a\"b", "c\nd"]}  # accuracy_level None: left out
+    assert read["evaluate"]["text_column"] == awkward
+    assert Recipe.from_dict({k: v for k, v in read.items() if k != "budget"}) == recipe
     assert read["budget"] == {"size_mb": 12.5}
     expected = json.loads(json.dumps(recipe.to_dict()))  # tuples as lists, as TOML arrays read back
     for section in ("export", "optimize", "evaluate", "bench"):

@@ -18,7 +18,6 @@ import collections
 import contextlib
 import fnmatch
 import logging
-import math
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -28,6 +27,7 @@ import numpy as np
 
 from edgegolf.errors import DataError, RecipeError
 from edgegolf.export.onnx import atomic_output
+from edgegolf.settings import check_instance, setting, validate
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,12 @@ SCHEMES: dict[str, type] = {}  # in registration order: built-ins first, then pl
 RECIPE_DEFAULT = "default"  # the recipe's alias for edgegolf's tuned int8 (default_int8)
 
 
-def register_scheme(name: str) -> Callable[[type], type]:
-    """Class decorator: `name` is how recipes and --quantize call this config class."""
+SEARCHED: list[str] = []  # schemes a search offers (register_scheme(..., search=True))
+
+
+def register_scheme(name: str, *, search: bool = False) -> Callable[[type], type]:
+    """Class decorator: `name` is how recipes and --quantize call this config class; `search`
+    offers it to `edgegolf search` (whose space also reads the fields' `search` values)."""
     def register(cls: type) -> type:
         if not isinstance(name, str) or not name or name == RECIPE_DEFAULT:
             raise ValueError(f"quantization scheme name {name!r} is not accepted; give a non-empty name other than "
@@ -51,6 +55,8 @@ def register_scheme(name: str) -> Callable[[type], type]:
         if name in SCHEMES and SCHEMES[name] is not cls:
             raise ValueError(f"quantization scheme {name!r} is already registered by {SCHEMES[name].__qualname__}")
         SCHEMES[name] = cls
+        if search and name not in SEARCHED:
+            SEARCHED.append(name)
         return cls
     return register
 
@@ -60,24 +66,13 @@ def scheme_names(*, with_default: bool = False) -> tuple[str, ...]:
     return ((RECIPE_DEFAULT,) if with_default else ()) + tuple(SCHEMES)
 
 
-# --- configs: what to do -------------------------------------------------------------------
-def _check_exclude(scheme: str, exclude: Any) -> None:
-    if not isinstance(exclude, tuple) or not all(isinstance(p, str) and p for p in exclude):
-        raise RecipeError(f"quantize.exclude = {exclude!r} is not accepted for {scheme}; give a list of node names or "
-                          "patterns such as '*/layer.0/*'")
+def searched_scheme_names() -> tuple[str, ...]:
+    """What a search tries: the tuned default first (its baseline), the searched schemes, and
+    "none" (float32, the reference) last."""
+    return (RECIPE_DEFAULT, *(n for n in SEARCHED if n != "none"), *(("none",) if "none" in SEARCHED else ()))
 
 
-def _check_block_size(block_size: Any) -> None:
-    if isinstance(block_size, bool) or block_size not in BLOCK_SIZES:
-        raise RecipeError(f"quantize.block_size = {block_size!r} is not accepted; choose one of: "
-                          f"{', '.join(map(str, BLOCK_SIZES))}")
-
-
-def _check_reduce_range(value: Any) -> None:
-    if not (isinstance(value, bool) or value == "auto"):
-        raise RecipeError(f"quantize.reduce_range = {value!r} is not accepted; choose one of: 'auto', true, false")
-
-
+# --- configs: what to do (each field carries its rule: edgegolf/settings.py) ------------------
 def seven_bit_weights(reduce_range: bool | str) -> bool:
     """The reduce_range onnxruntime gets: "auto" decides by this machine's CPU."""
     if reduce_range != "auto":
@@ -91,18 +86,28 @@ def seven_bit_weights(reduce_range: bool | str) -> bool:
     return saturates
 
 
-def _check_choice(field: str, value: Any, choices: Sequence[Any]) -> None:
-    if value not in choices:
-        raise RecipeError(f"quantize.{field} = {value!r} is not accepted; choose one of: {', '.join(map(repr, choices))}")
+
+_EXCLUDE = "give a list of node names or patterns such as '*/layer.0/*'"
 
 
-@register_scheme("none")
+def _exclude() -> Any:
+    return setting((), kind="strings", accepts=_EXCLUDE, cli="--exclude",
+                   help="nodes kept float: names or fnmatch patterns")
+
+
+def _reduce_range() -> Any:
+    # 7-bit weights: "auto" uses them where this CPU's int8 kernels would saturate (x86 without
+    # VNNI, edgegolf/devices/cpu_features.py); true/false force it for another target.
+    return setting("auto", choices=("auto", True, False), help="7-bit weights: auto (by this CPU), true, false")
+
+
+@register_scheme("none", search=True)
 @dataclass(frozen=True)
 class NoQuant:
     """Leave the graph float32 (the output is a copy of the input)."""
 
 
-@register_scheme("int8-dynamic")
+@register_scheme("int8-dynamic", search=True)
 @dataclass(frozen=True)
 class Int8Dynamic:
     """int8 weights, activations quantized at run time per tensor (onnxruntime quantize_dynamic).
@@ -112,25 +117,19 @@ class Int8Dynamic:
     the whole table), "float" leaves them as they are.
     """
 
-    per_channel: bool = True
-    # 7-bit weights: "auto" uses them where this CPU's int8 kernels would saturate (x86 without
-    # VNNI, edgegolf/devices/cpu_features.py); true/false force it for another target.
-    reduce_range: bool | str = "auto"
-    exclude: tuple[str, ...] = ()
-    embeddings: str = "per-row"
+    per_channel: bool = setting(True, kind="bool")
+    reduce_range: bool | str = _reduce_range()
+    exclude: tuple[str, ...] = _exclude()
+    embeddings: str = setting("per-row", kind="str", choices=EMBEDDING_MODES)
     # MatMuls given blockwise int8 weights (MatMulNBits, 8 bits) whose activations are
     # quantized per token and block instead of per tensor: "down-proj" (weights with more
     # rows than columns: a transformer's FFN output, fed by the GELU's long-tailed output),
     # "all", or "none".
-    blockwise: str = "none"
-    block_size: int = 128
+    blockwise: str = setting("none", kind="str", choices=BLOCKWISE_MODES)
+    block_size: int = setting(128, kind="int", choices=BLOCK_SIZES, cli="--block-size")
 
     def __post_init__(self) -> None:
-        _check_reduce_range(self.reduce_range)
-        _check_exclude("int8-dynamic", self.exclude)
-        _check_choice("embeddings", self.embeddings, EMBEDDING_MODES)
-        _check_choice("blockwise", self.blockwise, BLOCKWISE_MODES)
-        _check_block_size(self.block_size)
+        check_instance(self, "quantize")
 
 
 @register_scheme("int8-static")
@@ -138,48 +137,42 @@ class Int8Dynamic:
 class Int8Static:
     """int8 weights and activations in QDQ format, activation ranges calibrated on real feeds."""
 
-    method: str = "minmax"
-    per_channel: bool = True
-    exclude: tuple[str, ...] = ()
-    embeddings: str = "per-row"
-    percentile: float = 99.999  # only for method "percentile"
+    method: str = setting("minmax", kind="str", choices=CALIBRATION_METHODS, cli="--calibration")
+    per_channel: bool = setting(True, kind="bool")
+    exclude: tuple[str, ...] = _exclude()
+    embeddings: str = setting("per-row", kind="str", choices=EMBEDDING_MODES)
+    percentile: float = setting(99.999, kind="float", minimum=90.0, maximum=100.0, help='only for method "percentile"')
     # histogram size for percentile and entropy; 2048 is TensorRT's entropy recipe (GTC 2017,
     # S7310). Entropy's search is quadratic in it: MiniLM calibrates in ~1 min at 2048.
-    histogram_bins: int = 2048
-    activation_type: str = "uint8"  # U8S8: onnxruntime's recommended pair on x86 (quantization docs)
-    op_types: tuple[str, ...] = ("MatMul", "Gemm")  # quantizing Add/LayerNorm/Softmax costs accuracy
-    reduce_range: bool | str = "auto"  # as Int8Dynamic's: 7-bit weights where int8 kernels saturate
+    histogram_bins: int = setting(2048, kind="int", minimum=256)
+    # U8S8: onnxruntime's recommended pair on x86 (quantization docs)
+    activation_type: str = setting("uint8", kind="str", choices=("uint8", "int8"))
+    # quantizing Add/LayerNorm/Softmax costs accuracy
+    op_types: tuple[str, ...] = setting(("MatMul", "Gemm"), kind="strings",
+                                        accepts="give operator types such as ['MatMul']")
+    reduce_range: bool | str = _reduce_range()  # as Int8Dynamic's: 7-bit weights where int8 kernels saturate
 
     def __post_init__(self) -> None:
-        _check_reduce_range(self.reduce_range)
-        _check_choice("method", self.method, CALIBRATION_METHODS)
-        _check_exclude("int8-static", self.exclude)
-        _check_choice("embeddings", self.embeddings, EMBEDDING_MODES)
-        _check_choice("activation_type", self.activation_type, ("uint8", "int8"))
-        if isinstance(self.histogram_bins, bool) or not isinstance(self.histogram_bins, int) or self.histogram_bins < 256:
-            raise RecipeError(f"quantize.histogram_bins = {self.histogram_bins!r} is not accepted; give an integer >= 256")
-        if not 90.0 <= self.percentile <= 100.0:
-            raise RecipeError(f"quantize.percentile = {self.percentile!r} is not accepted; give a float in [90, 100]")
-        if not self.op_types or not all(isinstance(o, str) for o in self.op_types):
-            raise RecipeError(f"quantize.op_types = {self.op_types!r} is not accepted; give operator types such as ['MatMul']")
+        check_instance(self, "quantize")
+        if not self.op_types:
+            raise RecipeError("quantize.op_types = () is not accepted; give operator types such as ['MatMul']")
 
 
-@register_scheme("int4")
+@register_scheme("int4", search=True)
 @dataclass(frozen=True)
 class Int4WeightOnly:
     """4-bit blockwise weights in MatMulNBits (onnxruntime MatMulNBitsQuantizer); activations float."""
 
-    block_size: int = 32
-    symmetric: bool = True
-    accuracy_level: int | None = None  # onnxruntime: 0/None unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute
-    exclude: tuple[str, ...] = ()
-    embeddings: str = "per-row"  # int8 rows: the word table is the largest tensor of a small encoder
+    block_size: int = setting(32, kind="int", choices=BLOCK_SIZES, cli="--block-size", search=(32, 64, 128))
+    symmetric: bool = setting(True, kind="bool")
+    # onnxruntime: 0/None unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute
+    accuracy_level: int | None = setting(None, kind="int", optional=True, choices=(0, 1, 2, 3, 4))
+    exclude: tuple[str, ...] = _exclude()
+    # int8 rows: the word table is the largest tensor of a small encoder
+    embeddings: str = setting("per-row", kind="str", choices=("per-row", "float"))
 
     def __post_init__(self) -> None:
-        _check_block_size(self.block_size)
-        _check_choice("accuracy_level", self.accuracy_level, (None, 0, 1, 2, 3, 4))
-        _check_exclude("int4", self.exclude)
-        _check_choice("embeddings", self.embeddings, ("per-row", "float"))
+        check_instance(self, "quantize")
 
 
 @register_scheme("fp16")
@@ -187,10 +180,10 @@ class Int4WeightOnly:
 class Fp16:
     """float16 weights and compute, float32 graph inputs and outputs."""
 
-    exclude: tuple[str, ...] = ()
+    exclude: tuple[str, ...] = _exclude()
 
     def __post_init__(self) -> None:
-        _check_exclude("fp16", self.exclude)
+        check_instance(self, "quantize")
 
 
 QuantConfig = Any  # an instance of any class in SCHEMES (the built-ins: NoQuant, Int8Dynamic, ...)
@@ -226,43 +219,12 @@ def config_from_dict(d: dict[str, Any]) -> QuantConfig:
     if not isinstance(scheme, str) or scheme not in SCHEMES:
         raise RecipeError(f"quantize.scheme = {scheme!r} is not accepted; choose one of: {', '.join(SCHEMES)}")
     cls = SCHEMES[scheme]
-    known = {f.name: f for f in fields(cls)}
-    kwargs: dict[str, Any] = {}
+    known = [f.name for f in fields(cls)]
     for key, value in d.items():
-        if key == "scheme":
-            continue
-        if key not in known:
+        if key != "scheme" and key not in known:
             accepted = ", ".join(known) or "no other fields"
             raise RecipeError(f"quantize.{key} = {value!r} is not a field of scheme {scheme!r}; accepted: {accepted}")
-        kwargs[key] = _coerce(key, value, known[key].default)
-    return cls(**kwargs)
-
-
-def _coerce(key: str, value: Any, default: Any) -> Any:
-    """TOML/JSON values to the config's field types (lists become tuples)."""
-    if isinstance(default, tuple):
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, (list, tuple)):
-            raise RecipeError(f"quantize.{key} = {value!r} is not accepted; give a list of strings")
-        return tuple(value)
-    if isinstance(default, bool):
-        if not isinstance(value, bool):
-            raise RecipeError(f"quantize.{key} = {value!r} is not accepted; give true or false")
-        return value
-    if isinstance(default, float):
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-            raise RecipeError(f"quantize.{key} = {value!r} is not accepted; give a finite number")
-        return float(value)
-    if isinstance(default, int) or (key == "accuracy_level" and value is not None):
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise RecipeError(f"quantize.{key} = {value!r} is not accepted; give an integer")
-        return value
-    if default == "auto":  # "auto" or a fixed value: the config's own check says which
-        return value
-    if isinstance(default, str) and not isinstance(value, str):
-        raise RecipeError(f"quantize.{key} = {value!r} is not accepted; give a string")
-    return value
+    return validate(cls, {k: v for k, v in d.items() if k != "scheme"}, "quantize")
 
 
 def config_to_dict(config: QuantConfig) -> dict[str, Any]:

@@ -1,7 +1,6 @@
-"""What the prune and distill stages share in reading their settings: the CLI's one-line
-specs (--prune 'layers=3,heads=0.5', --distill 'steps=600,data=news.jsonl') split into
-terms, and the typed-field checks whose errors name `stage.field`. Each stage validates its
-own table with them."""
+"""The CLI's one-line specs (--prune 'layers=3,heads=0.5', --distill 'steps=600,data=news.jsonl')
+split into terms and typed as TOML would type them; the table they make is validated by the
+stage's config through edgegolf/settings.py, like a recipe's table."""
 
 from __future__ import annotations
 
@@ -40,23 +39,3 @@ def spec_value(raw: str, *, none_word: bool = False) -> Any:
         except ValueError:
             pass
     return raw
-
-
-def number_field(stage: str, name: str, value: Any, kind: type, rule: str) -> Any:
-    """`value` as an int or a float (a whole float is an int; bool is not a number), or a
-    RecipeError naming `stage.name` and the `rule`."""
-    if isinstance(value, bool):
-        raise RecipeError(f"{stage}.{name} = {value!r} is not a number; {rule}")
-    if kind is int and isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if kind is float and isinstance(value, int):
-        value = float(value)
-    if not isinstance(value, kind):
-        raise RecipeError(f"{stage}.{name} = {value!r} is not a{'n integer' if kind is int else ' number'}; {rule}")
-    return value
-
-
-def choice_field(stage: str, name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise RecipeError(f"{stage}.{name} = {value!r} is not accepted; choose one of: {', '.join(choices)}")
-    return value

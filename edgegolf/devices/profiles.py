@@ -21,46 +21,36 @@ from typing import Any
 
 from edgegolf.devices import kinds
 from edgegolf.errors import RecipeError
+from edgegolf.settings import check_instance, setting
 
 log = logging.getLogger(__name__)
+_CORES = "accepted: a non-empty list of distinct CPU ids (integers >= 0)"
 
 
 @dataclass(frozen=True)
 class DeviceProfile:
     name: str
-    kind: str = "cpu"  # a registered device kind (edgegolf.devices.kinds)
-    threads: int | None = None  # onnxruntime intra_op_num_threads / torch threads; None: all cores
-    cores: tuple[int, ...] | None = None  # pin the measuring process to these CPU ids (Linux only)
-    description: str = ""
-    url: str | None = None  # kind "ssh": ssh://user@host[:port]
-    python: str = "python3"  # kind "ssh": the device's interpreter (must have onnxruntime and numpy)
+    # a registered device kind (edgegolf.devices.kinds)
+    kind: str = setting("cpu", kind="str", choices=kinds.kind_names)
+    # onnxruntime intra_op_num_threads / torch threads; None: all cores
+    threads: int | None = setting(None, kind="int", optional=True, minimum=1,
+                                  accepts="accepted: a positive integer, or omitted for all cores")
+    # pin the measuring process to these CPU ids (Linux only)
+    cores: tuple[int, ...] | None = setting(None, kind="ints", optional=True, accepts=_CORES)
+    description: str = setting("", kind="str", accepts="accepted: a string")
+    url: str | None = setting(None, kind="str", optional=True)  # kind "ssh": ssh://user@host[:port]
+    # kind "ssh": the device's interpreter (must have onnxruntime and numpy)
+    python: str = setting("python3", kind="str", accepts="accepted: the device's python command")
 
     def __post_init__(self) -> None:
         where = f"device profile {self.name!r}"
         if not isinstance(self.name, str) or not self.name.strip():
             raise RecipeError(f"device profile field 'name' is {self.name!r}; accepted: a non-empty string")
-        if self.kind not in kinds.kind_names():
-            raise RecipeError(f"{where}: field 'kind' is {self.kind!r}; accepted: {', '.join(kinds.kind_names())}")
-        if self.threads is not None and (
-            isinstance(self.threads, bool) or not isinstance(self.threads, int) or self.threads < 1
-        ):
-            raise RecipeError(
-                f"{where}: field 'threads' is {self.threads!r}; accepted: a positive integer, or omitted for all cores"
-            )
-        if self.cores is not None:
-            cores = self.cores
-            if (
-                not isinstance(cores, tuple)
-                or not cores
-                or any(isinstance(c, bool) or not isinstance(c, int) or c < 0 for c in cores)
-                or len(set(cores)) != len(cores)
-            ):
-                raise RecipeError(
-                    f"{where}: field 'cores' is {cores!r}; accepted: a non-empty list of distinct CPU ids (integers >= 0)"
-                )
-        if not isinstance(self.description, str):
-            raise RecipeError(f"{where}: field 'description' is {self.description!r}; accepted: a string")
-        if not isinstance(self.python, str) or not self.python.strip():
+        check_instance(self, "device", where=lambda name: f"{where}: field {name!r}")
+        cores = self.cores
+        if cores is not None and (not cores or any(c < 0 for c in cores) or len(set(cores)) != len(cores)):
+            raise RecipeError(f"{where}: field 'cores' is {cores!r}; {_CORES}")
+        if not self.python.strip():
             raise RecipeError(f"{where}: field 'python' is {self.python!r}; accepted: the device's python command")
         kind = kinds.get_kind(self.kind)
         if self.url is not None and not kind.takes_url:

@@ -22,7 +22,7 @@ from edgegolf.measure.evaluate import Evaluation, torch_threads, work_threads
 from edgegolf.pipeline.manifest import build_manifest
 from edgegolf.pipeline.runner import StageCache, run_references, run_stages
 from edgegolf.pipeline.stages import STAGES, Artifact, Context
-from edgegolf.recipe import Budget, Recipe, load_recipe_file, quant_config
+from edgegolf.recipe import Budget, Recipe, load_recipe_file
 from edgegolf.source import Source, resolve_source
 from edgegolf.tasks import get_task, infer_task
 from edgegolf.verdict import Verdict, check_budget
@@ -119,7 +119,6 @@ def compress(
     for candidate in [profile, *(get_profile(name) for name in recipe_.bench.also)]:
         # a typo, an ssh:// device (edgegolf bench times those) or a missing GPU runtime fails before any work
         ort_providers(candidate)
-    quant_config(recipe_.quantize)
     if recipe_.distill and not recipe_.prune:
         raise RecipeError("distill needs a smaller student: add a [prune] section (or --prune) to make one")
     from edgegolf.compression.distill.parallel import launched_processes
@@ -146,9 +145,9 @@ def compress(
     adapter.read_source(src.path)  # e.g. a sentence-transformers folder's pooling, Dense layers and prompts
     check_layouts(recipe_.export.layout, task_name)
     if recipe_.prune:  # a cut the model cannot take fails now, not after the teacher is measured
-        from edgegolf.compression.prune import check_prune_fits, prune_config_from_dict
+        from edgegolf.compression.prune import check_prune_fits
 
-        check_prune_fits(prune_config_from_dict(recipe_.prune), config)
+        check_prune_fits(recipe_.prune, config)
     split = adapter.load_split(recipe_.evaluate)  # the task decides what its data looks like (causal-lm: .txt)
     log.info("compressing %s (%s) for %s on device profile %s", src.name, type(config).__name__, task_name,
              profile.name)

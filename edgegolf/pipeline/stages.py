@@ -25,7 +25,7 @@ from typing import Any, Callable
 from edgegolf.data import Split
 from edgegolf.errors import SourceError
 from edgegolf.measure.artifact import StageResult, weight_files
-from edgegolf.recipe import Recipe, quant_config
+from edgegolf.recipe import Recipe
 from edgegolf.runtime.spec import ModelSpec
 from edgegolf.runtime.tokenize import make_tokenizer
 from edgegolf.source import Source
@@ -150,9 +150,7 @@ def prune(artifact: Artifact, config, ctx: Context) -> tuple[Artifact, dict[str,
 
 
 def _prune_config(recipe: Recipe, ctx: Context):
-    from edgegolf.compression.prune import prune_config_from_dict
-
-    return prune_config_from_dict(recipe.prune) if recipe.prune else None
+    return recipe.prune
 
 
 # --- distill -------------------------------------------------------------------------------
@@ -171,9 +169,7 @@ def distill(artifact: Artifact, config, ctx: Context) -> tuple[Artifact, dict[st
 
 
 def _distill_config(recipe: Recipe, ctx: Context):
-    from edgegolf.compression.distill import distill_config_from_dict
-
-    return distill_config_from_dict(recipe.distill) if recipe.distill else None
+    return recipe.distill
 
 
 # --- export --------------------------------------------------------------------------------
@@ -306,7 +302,7 @@ STAGES: tuple[Stage, ...] = (
           description="onnxruntime transformer fusions", review=_keep_if_faster,
           settings=lambda config, artifact: {"mode": config.mode}),
     # not cached: its graph is the bundle's, and a search never repeats a trial's settings
-    Stage("quantize", quantize, config=lambda recipe, ctx: quant_config(recipe.quantize), group=None,
+    Stage("quantize", quantize, config=lambda recipe, ctx: recipe.quantize, group=None,
           measure="quantized", review=_describe_quantized, settings=_quant_settings),
 )
 

@@ -218,9 +218,11 @@ def markdown_from_manifest(manifest: dict[str, Any], *, plot_file: str | None = 
                       *stage_lines(view, plot_file=plot_file)])
 
 
-_LIMIT_WORDS = {"size_mb": ("size", "MB"), "zstd_mb": ("zstd size", "MB"), "p50_ms": ("p50 latency", "ms"),
-                "p95_ms": ("p95 latency", "ms"), "memory_mb": ("peak memory", "MB"),
-                "max_accuracy_drop": ("accuracy drop", "points")}
+def _limit_words() -> dict[str, tuple[str, str]]:
+    """Each budget limit's label and unit, as the Budget's fields declare them."""
+    from edgegolf.recipe import Budget
+
+    return {name: (limit["label"], limit["unit"]) for name, limit in Budget.limits().items()}
 
 
 def plot_limits(budget: dict[str, float], teacher_accuracy: float | None, quality: Quality) -> Limits:
@@ -230,7 +232,7 @@ def plot_limits(budget: dict[str, float], teacher_accuracy: float | None, qualit
 
     not_drawn = []
     for field, value in budget.items():
-        label, unit = _LIMIT_WORDS.get(field, (field, ""))
+        label, unit = _limit_words().get(field, (field, ""))
         why = {"p95_ms": " (the plot shows p50)", "zstd_mb": " (the plot shows raw bytes)",
                "max_accuracy_drop": " (the plot shows bits/byte)" if quality is not ACCURACY else
                " (no teacher accuracy measured)"}.get(field, "")

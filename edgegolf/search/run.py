@@ -28,8 +28,6 @@ from edgegolf.errors import EdgegolfError, RecipeError
 log = logging.getLogger(__name__)
 
 MB = 1e6
-_LIMIT_TO_MEASURED = {"size_mb": "size_mb", "zstd_mb": "zstd_mb", "p50_ms": "p50_ms", "p95_ms": "p95_ms",
-                      "memory_mb": "memory_mb", "max_accuracy_drop": "drop"}
 
 
 @dataclass
@@ -103,6 +101,7 @@ def search(
 
     from edgegolf.data import load_labelled_texts, stratified_split
     from edgegolf.pipeline import StageCache, build_recipe
+    from edgegolf.recipe import Recipe
     from edgegolf.search import study as studies
     from edgegolf.search.front import best_fitting, closest, markdown_front, pareto_front, why_nothing_fits
     from edgegolf.search.space import BoundSpace, SearchSpace, model_shape
@@ -118,7 +117,7 @@ def search(
     base_recipe, budget_ = build_recipe(recipe, overrides=overrides, budget=budget)
     if budget_.is_empty():
         raise RecipeError("search needs a budget to fit: give e.g. --budget 'size<=10MB,p50<=5ms,drop<=1'")
-    if base_recipe.prune or base_recipe.distill or base_recipe.quantize != {"scheme": "default"}:
+    if base_recipe.prune or base_recipe.distill or base_recipe.quantize != Recipe().quantize:
         raise RecipeError("search chooses [prune], [distill] and [quantize] itself: drop them from the recipe and "
                           "flags (offer distillation with distill=, --distill)")
     output = Path(output)

@@ -10,9 +10,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from edgegolf.compression.prune.config import PruneConfig
+from edgegolf.compression.quantize import Int4WeightOnly, scheme_names, searched_scheme_names
 from edgegolf.errors import RecipeError
+from edgegolf.settings import rule_of
 
-SCHEMES = ("default", "int8-dynamic", "int4", "none")  # default: edgegolf's tuned int8
+
+def _searched_schemes() -> tuple[str, ...]:
+    """The registered schemes marked for search (quantize.register_scheme), default first."""
+    return searched_scheme_names()
+
+
+def _kept(name: str) -> tuple[float, ...]:
+    """The kept fractions PruneConfig.heads / .ffn declare as searchable."""
+    return tuple(rule_of(PruneConfig, name).search or (1.0,))
+
+
+def _vocab_counts() -> tuple[int, ...]:
+    """0 (no vocabulary pruning), then the minimum counts PruneConfig.vocab_min_count declares."""
+    return (0, *(rule_of(PruneConfig, "vocab_min_count").search or ()))
+
+
+def _int4_block_sizes() -> tuple[int, ...]:
+    """The `search` values Int4WeightOnly.block_size declares."""
+    return tuple(rule_of(Int4WeightOnly, "block_size").search or (Int4WeightOnly().block_size,))
 
 
 @dataclass(frozen=True)
@@ -20,21 +41,26 @@ class SearchSpace:
     """The choices offered to the sampler. Fractions are kept shares, as in a prune spec."""
 
     min_layers: int = 1
-    heads: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
-    ffn: tuple[float, ...] = (1.0, 0.75, 0.5, 0.25)
+    heads: tuple[float, ...] = field(default_factory=lambda: _kept("heads"))
+    ffn: tuple[float, ...] = field(default_factory=lambda: _kept("ffn"))
     # vocabulary pruned to the train split's tokens seen at least this often (0: not pruned);
     # the word embeddings are most of a small encoder's bytes
-    vocab: tuple[int, ...] = (0, 1, 3, 10)
-    schemes: tuple[str, ...] = SCHEMES
-    int4_block_sizes: tuple[int, ...] = (32, 64, 128)
+    vocab: tuple[int, ...] = field(default_factory=_vocab_counts)
+    schemes: tuple[str, ...] = field(default_factory=_searched_schemes)
+    int4_block_sizes: tuple[int, ...] = field(default_factory=_int4_block_sizes)
     # [distill] settings (e.g. {"steps": 300}) offered as a choice for pruned students; None: never
     distill: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
-        unknown = [s for s in self.schemes if s not in SCHEMES]
+        known = scheme_names(with_default=True)
+        unknown = [s for s in self.schemes if s not in known]
         if unknown or not self.schemes:
             raise RecipeError(f"search scheme {unknown[0] if unknown else ''!r} is not accepted; "
-                              f"choose from: {', '.join(SCHEMES)}")
+                              f"choose from: {', '.join(known)}")
+        sizes = rule_of(Int4WeightOnly, "block_size").allowed()
+        if not self.int4_block_sizes or any(b not in sizes for b in self.int4_block_sizes):
+            raise RecipeError(f"search int4_block_sizes = {self.int4_block_sizes!r} is not accepted; choose from: "
+                              f"{', '.join(map(str, sizes))}")
         if not self.vocab or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in self.vocab):
             raise RecipeError(f"search vocab = {self.vocab!r} is not accepted; give minimum token counts >= 1, "
                               "0 for no vocabulary pruning")
@@ -131,9 +157,11 @@ def model_shape(source_dir: Path, *, trust_remote_code: bool = False) -> ModelSh
 
     config = AutoConfig.from_pretrained(str(source_dir), trust_remote_code=trust_remote_code)
     family = family_for(config)  # raises a clear PruneError for an unsupported type
-    keys = family.config_keys
-    layers = int(getattr(config, keys["layers"]))
-    heads = int(getattr(config, keys.get("kv_heads", keys["heads"]), None) or getattr(config, keys["heads"]))
+    view = family.config_view(config)  # the family's normalised words for its config
+    if view.layers is None or view.kv_heads is None:
+        raise RecipeError(f"search cannot read the layers and heads of {str(source_dir)!r}'s config "
+                          f"({view.model_type})")
+    layers, heads = view.layers, view.kv_heads
     return ModelShape(layers=layers, heads=heads, vocab_pruning=family.vocab_pruning and _is_wordpiece(source_dir))
 
 

@@ -6,13 +6,12 @@ with the same one-line messages (field, value, what would be accepted). Imports 
 
 from __future__ import annotations
 
-import math
-from dataclasses import asdict, dataclass, fields
-from functools import partial
+from dataclasses import asdict, dataclass
 from typing import Any
 
-from edgegolf.compression.spec import choice_field, number_field, spec_terms, spec_value
+from edgegolf.compression.spec import spec_terms, spec_value
 from edgegolf.errors import RecipeError
+from edgegolf.settings import Rule, check_instance, table_of, validate, with_rules
 
 SCHEDULES = ("linear", "cosine", "constant")
 LOSSES = ("cosine", "mse")
@@ -20,8 +19,53 @@ PRECISIONS = ("auto", "fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu", "cuda")
 DEFAULT_DATA = "train-split"
 SPEC_FORM = "steps=600,data=bbc-news,lr=1e-4"
+_DATA = "give train-split, bbc-news, or a path to a .txt/.jsonl/.csv/.parquet file or a saved datasets folder"
 
 
+def _count(low: int, what: str, *, optional: bool = False) -> Rule:
+    return Rule(kind="int", minimum=low, optional=optional, accepts=f"give {what}, an integer >= {low}")
+
+
+def _share(name: str, low: float, high: float | None, what: str, *, open_low: bool = False) -> Rule:
+    bound = f"{low} < {name}" if open_low else f"{low} <= {name}"
+    accepts = f"give {what}, {bound}" + (f" <= {high}" if high is not None else "")
+    return Rule(kind="float", minimum=None if open_low else low, above=low if open_low else None, maximum=high,
+                accepts=accepts)
+
+
+# Each field's rule, kept beside the class so that the field lines stay plain defaults.
+_RULES = {
+    "steps": _count(1, "the number of optimizer steps"),
+    "batch_size": _count(1, "the texts per forward pass"),
+    "lr": _share("lr", 0.0, 1.0, "the peak learning rate", open_low=True),
+    "warmup": _share("warmup", 0.0, 1.0, "the fraction of steps spent warming up"),
+    "schedule": Rule(kind="str", choices=SCHEDULES),
+    "grad_accum": _count(1, "the batches per optimizer step"),
+    "max_length": _count(8, "the tokens kept per text"),
+    "loss": Rule(kind="str", choices=LOSSES),
+    "hidden_weight": _share("hidden_weight", 0.0, None, "the weight of the hidden-state loss"),
+    "temperature": _share("temperature", 0.0, None, "the softmax temperature", open_low=True),
+    "label_weight": _share("label_weight", 0.0, 1.0, "the share of the hard-label loss"),
+    "eval_every": _count(0, "steps between evaluations (0: none)", optional=True),
+    "eval_fraction": _share("eval_fraction", 0.0, 0.5, "the share of transfer texts held out", open_low=True),
+    "patience": _count(1, "evaluations without improvement before stopping", optional=True),
+    "checkpoint_every": _count(0, "steps between checkpoints (0: none)"),
+    "seed": _count(0, "the random seed"),
+    "precision": Rule(kind="str", choices=PRECISIONS),
+    "device": Rule(kind="str", choices=DEVICES),
+    "weight_decay": _share("weight_decay", 0.0, 1.0, "the AdamW weight decay"),
+    "teacher_cache": Rule(kind="bool"),
+    "dropout": Rule(kind="bool"),
+    "freeze_embeddings": Rule(kind="bool"),
+    "windows": _count(1, "the windows of max_length tokens used per text"),
+    "window_stride": _count(0, "the tokens between window starts (0: the window length)"),
+    "refit": Rule(kind="bool"),
+    "refit_texts": _count(1, "the texts the refit solves on"),
+    "log_every": _count(1, "steps between progress lines", optional=True),
+}
+
+
+@with_rules(_RULES)
 @dataclass(frozen=True)
 class DistillConfig:
     """What a distillation run does. Only `steps` has no default.
@@ -65,6 +109,9 @@ class DistillConfig:
     refit_texts: int = 128  # train texts the refit solves on
     log_every: int | None = None  # progress line every N steps; None: about 20 lines per run
 
+    def __post_init__(self) -> None:
+        check_instance(self, "distill")
+
     def to_dict(self) -> dict[str, Any]:
         """Every field, JSON-ready (the provenance record and a checkpoint's identity)."""
         out = asdict(self)
@@ -77,27 +124,6 @@ class DistillConfig:
         if self.eval_every is None:
             return max(1, self.steps // 10)
         return self.eval_every
-
-
-_number = partial(number_field, "distill")
-_choice = partial(choice_field, "distill")
-
-
-def _int_at_least(name: str, value: Any, low: int, what: str) -> int:
-    rule = f"give {what}, an integer >= {low}"
-    value = _number(name, value, int, rule)
-    if value < low:
-        raise RecipeError(f"distill.{name} = {value!r} is out of range; {rule}")
-    return value
-
-
-def _float_in(name: str, value: Any, low: float, high: float | None, what: str, *, open_low: bool = False) -> float:
-    bound = f"{low} < {name}" if open_low else f"{low} <= {name}"
-    rule = f"give {what}, {bound}" + (f" <= {high}" if high is not None else "")
-    value = _number(name, value, float, rule)
-    if not math.isfinite(value) or (value <= low if open_low else value < low) or (high is not None and value > high):
-        raise RecipeError(f"distill.{name} = {value!r} is out of range; {rule}")
-    return value
 
 
 def _layer_map(value: Any) -> str | tuple[int, ...]:
@@ -118,64 +144,23 @@ def _layer_map(value: Any) -> str | tuple[int, ...]:
 
 def distill_config_from_dict(data: Any) -> DistillConfig:
     """Validate a [distill] table (the spec string goes through here too)."""
-    if not isinstance(data, dict):
-        raise RecipeError(f"recipe [distill] must be a table like {{steps = 600, data = \"bbc-news\"}}, got {data!r}")
-    allowed = [f.name for f in fields(DistillConfig)]
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise RecipeError(f"distill has unknown field {unknown[0]!r}; accepted: {', '.join(allowed)}")
-    if data.get("steps") is None:
+    table = table_of("distill", data, DistillConfig, label="distill", example='{steps = 600, data = "bbc-news"}')
+    if table.get("steps") is None:
         raise RecipeError(f"distill.steps is missing; give the number of optimizer steps, e.g. {SPEC_FORM}")
-    v: dict[str, Any] = {"steps": _int_at_least("steps", data["steps"], 1, "the number of optimizer steps")}
-    ints = {"batch_size": (1, "the texts per forward pass"), "grad_accum": (1, "the batches per optimizer step"),
-            "max_length": (8, "the tokens kept per text"), "checkpoint_every": (0, "steps between checkpoints (0: none)"),
-            "seed": (0, "the random seed"), "windows": (1, "the windows of max_length tokens used per text"),
-            "refit_texts": (1, "the texts the refit solves on"),
-            "window_stride": (0, "the tokens between window starts (0: the window length)")}
-    for name, (low, what) in ints.items():
-        if name in data:
-            v[name] = _int_at_least(name, data[name], low, what)
-    for name, what in (("eval_every", "steps between evaluations (0: none)"),
-                       ("log_every", "steps between progress lines")):
-        if data.get(name) is not None:
-            v[name] = _int_at_least(name, data[name], 0 if name == "eval_every" else 1, what)
-    if data.get("patience") is not None:
-        v["patience"] = _int_at_least("patience", data["patience"], 1, "evaluations without improvement before stopping")
-    if "lr" in data:
-        v["lr"] = _float_in("lr", data["lr"], 0.0, 1.0, "the peak learning rate", open_low=True)
-    if "warmup" in data:
-        v["warmup"] = _float_in("warmup", data["warmup"], 0.0, 1.0, "the fraction of steps spent warming up")
-    if "hidden_weight" in data:
-        v["hidden_weight"] = _float_in("hidden_weight", data["hidden_weight"], 0.0, None, "the weight of the hidden-state loss")
-    if "temperature" in data:
-        v["temperature"] = _float_in("temperature", data["temperature"], 0.0, None, "the softmax temperature", open_low=True)
-    if "label_weight" in data:
-        v["label_weight"] = _float_in("label_weight", data["label_weight"], 0.0, 1.0, "the share of the hard-label loss")
-    if "eval_fraction" in data:
-        v["eval_fraction"] = _float_in("eval_fraction", data["eval_fraction"], 0.0, 0.5,
-                                       "the share of transfer texts held out", open_low=True)
-    if "weight_decay" in data:
-        v["weight_decay"] = _float_in("weight_decay", data["weight_decay"], 0.0, 1.0, "the AdamW weight decay")
-    for name, choices in (("schedule", SCHEDULES), ("loss", LOSSES), ("precision", PRECISIONS), ("device", DEVICES)):
-        if name in data:
-            v[name] = _choice(name, data[name], choices)
-    if "layer_map" in data:
-        v["layer_map"] = _layer_map(data["layer_map"])
+    given: dict[str, Any] = {}
+    if "layer_map" in table:
+        given["layer_map"] = _layer_map(table.pop("layer_map"))
     for name in ("data", "column"):
-        if data.get(name) is not None:
-            value = data[name]
+        value = table.pop(name, None)
+        if value is not None:
             if not isinstance(value, str) or not value.strip():
-                accepted = ("train-split, bbc-news, or a path to a .txt/.jsonl/.csv/.parquet file or a saved datasets "
-                            "folder") if name == "data" else "the name of the text column"
-                raise RecipeError(f"distill.{name} = {value!r} is not accepted; give {accepted}")
-            v[name] = value.strip()
-    for name in ("teacher_cache", "dropout", "freeze_embeddings", "refit"):
-        if name in data:
-            flag = data[name]
-            if not isinstance(flag, bool):
-                raise RecipeError(f"distill.{name} = {flag!r} is not accepted; choose one of: true, false")
-            v[name] = flag
-    return DistillConfig(**v)
+                accepted = _DATA if name == "data" else "give the name of the text column"
+                raise RecipeError(f"distill.{name} = {value!r} is not accepted; {accepted}")
+            given[name] = value.strip()
+    for name in ("eval_every", "log_every", "patience"):  # None: the default behaviour
+        if name in table and table[name] is None:
+            del table[name]
+    return validate(DistillConfig, table, "distill", given=given)
 
 
 def parse_distill_spec(text: str) -> DistillConfig:

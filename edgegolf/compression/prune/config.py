@@ -6,18 +6,23 @@ with the same one-line messages (field, value, what would be accepted).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
-from functools import partial
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from edgegolf.compression.spec import choice_field, number_field, spec_terms, spec_value
+from edgegolf.compression.spec import spec_terms, spec_value
 from edgegolf.errors import RecipeError
+from edgegolf.settings import check_instance, check_value, rule_of, setting, table_of, validate
 
 LAYER_SELECTIONS = ("even", "importance")
 IMPORTANCE_METHODS = ("activation", "magnitude")
 UNSTRUCTURED_SCOPES = ("global", "layer")
 SPEC_FORM = "layers=3,heads=0.5,ffn=0.5,vocab=corpus.txt"
+_CORPUS = "give a text file or a folder of .txt files"
+
+
+def _fraction_rule(name: str, what: str) -> str:
+    return f"give the fraction of {what} kept, 0 < {name} <= 1 (0.5 keeps half)"
 
 
 @dataclass(frozen=True)
@@ -31,16 +36,32 @@ class PruneConfig:
     importance. `unstructured` is the other way round: the fraction of weights set to zero.
     """
 
-    layers: int | None = None  # number of transformer layers kept
-    layer_selection: str = "even"  # even: evenly spaced, first and last kept; importance: measured
-    heads: float | None = None  # fraction of attention heads (kv groups) kept, 0 < heads <= 1
-    ffn: float | None = None  # fraction of feed-forward neurons kept, 0 < ffn <= 1
-    importance: str = "activation"  # activation: measured on calibration text; magnitude: weights only
-    vocab: Path | None = None  # domain corpus (a .txt file, or a folder of .txt files) for vocabulary pruning
-    vocab_min_count: int = 1  # a corpus token is kept when it occurs at least this many times
-    vocab_alphabet: bool = True  # also keep single characters, so unseen words are spelled out, not [UNK]
-    unstructured: float | None = None  # fraction of weights zeroed by magnitude, 0 <= x < 1
-    unstructured_scope: str = "global"  # global: one threshold over all layers; layer: the same share per layer
+    layers: int | None = setting(None, kind="int", optional=True, minimum=1, cli="--prune layers=",
+                                 accepts="give the number of layers kept, an integer >= 1 (layers=3 keeps 3)")
+    # even: evenly spaced, first and last kept; importance: measured
+    layer_selection: str = setting("even", kind="str", choices=LAYER_SELECTIONS)
+    heads: float | None = setting(None, kind="float", optional=True, above=0.0, maximum=1.0, cli="--prune heads=",
+                                  search=(1.0, 0.75, 0.5, 0.25), accepts=_fraction_rule("heads", "attention heads"))
+    ffn: float | None = setting(None, kind="float", optional=True, above=0.0, maximum=1.0, cli="--prune ffn=",
+                                search=(1.0, 0.75, 0.5, 0.25), accepts=_fraction_rule("ffn", "feed-forward neurons"))
+    # activation: measured on calibration text; magnitude: weights only
+    importance: str = setting("activation", kind="str", choices=IMPORTANCE_METHODS)
+    # domain corpus (a .txt file, or a folder of .txt files) for vocabulary pruning
+    vocab: Path | None = setting(None, kind="path", optional=True, cli="--prune vocab=", accepts=_CORPUS)
+    # a corpus token is kept when it occurs at least this many times
+    vocab_min_count: int = setting(1, kind="int", minimum=1, search=(1, 3, 10),
+                                   accepts="give how often a corpus token must occur to be kept, an integer >= 1")
+    # also keep single characters, so unseen words are spelled out, not [UNK]
+    vocab_alphabet: bool = setting(True, kind="bool")
+    # fraction of weights zeroed by magnitude, 0 <= x < 1
+    unstructured: float | None = setting(None, kind="float", optional=True, minimum=0.0, below=1.0,
+                                         accepts="give the fraction of weights set to zero, 0 <= unstructured < 1 "
+                                                 "(0.5 zeroes half)")
+    # global: one threshold over all layers; layer: the same share per layer
+    unstructured_scope: str = setting("global", kind="str", choices=UNSTRUCTURED_SCOPES)
+
+    def __post_init__(self) -> None:
+        check_instance(self, "prune")
 
     @property
     def structural(self) -> bool:
@@ -65,63 +86,13 @@ class PruneConfig:
         return out
 
 
-_number = partial(number_field, "prune")
-_choice = partial(choice_field, "prune")
-
-
-def _fraction_kept(name: str, value: Any, what: str) -> float:
-    rule = f"give the fraction of {what} kept, 0 < {name} <= 1 (0.5 keeps half)"
-    value = _number(name, value, float, rule)
-    if not 0.0 < value <= 1.0:
-        raise RecipeError(f"prune.{name} = {value!r} is out of range; {rule}")
-    return value
-
-
 def prune_config_from_dict(data: Any, *, base_dir: Path | None = None) -> PruneConfig:
     """Validate a [prune] table. A relative `vocab` path is taken from `base_dir` (the recipe's folder)."""
-    if not isinstance(data, dict):
-        raise RecipeError(f"recipe [prune] must be a table like {{layers = 3, heads = 0.5}}, got {data!r}")
-    allowed = [f.name for f in fields(PruneConfig)]
-    unknown = sorted(set(data) - set(allowed))
-    if unknown:
-        raise RecipeError(f"prune has unknown field {unknown[0]!r}; accepted: {', '.join(allowed)}")
-    values: dict[str, Any] = {}
-    if data.get("layers") is not None:
-        rule = "give the number of layers kept, an integer >= 1 (layers=3 keeps 3)"
-        layers = _number("layers", data["layers"], int, rule)
-        if layers < 1:
-            raise RecipeError(f"prune.layers = {layers!r} is out of range; {rule}")
-        values["layers"] = layers
-    if "layer_selection" in data:
-        values["layer_selection"] = _choice("layer_selection", data["layer_selection"], LAYER_SELECTIONS)
-    if data.get("heads") is not None:
-        values["heads"] = _fraction_kept("heads", data["heads"], "attention heads")
-    if data.get("ffn") is not None:
-        values["ffn"] = _fraction_kept("ffn", data["ffn"], "feed-forward neurons")
-    if "importance" in data:
-        values["importance"] = _choice("importance", data["importance"], IMPORTANCE_METHODS)
-    if data.get("vocab") is not None:
-        values["vocab"] = _corpus_path(data["vocab"], base_dir)
-    if "vocab_min_count" in data:
-        rule = "give how often a corpus token must occur to be kept, an integer >= 1"
-        count = _number("vocab_min_count", data["vocab_min_count"], int, rule)
-        if count < 1:
-            raise RecipeError(f"prune.vocab_min_count = {count!r} is out of range; {rule}")
-        values["vocab_min_count"] = count
-    if "vocab_alphabet" in data:
-        flag = data["vocab_alphabet"]
-        if not isinstance(flag, bool):
-            raise RecipeError(f"prune.vocab_alphabet = {flag!r} is not accepted; choose one of: true, false")
-        values["vocab_alphabet"] = flag
-    if data.get("unstructured") is not None:
-        rule = "give the fraction of weights set to zero, 0 <= unstructured < 1 (0.5 zeroes half)"
-        share = _number("unstructured", data["unstructured"], float, rule)
-        if not 0.0 <= share < 1.0:
-            raise RecipeError(f"prune.unstructured = {share!r} is out of range; {rule}")
-        values["unstructured"] = share
-    if "unstructured_scope" in data:
-        values["unstructured_scope"] = _choice("unstructured_scope", data["unstructured_scope"], UNSTRUCTURED_SCOPES)
-    config = PruneConfig(**values)
+    table = table_of("prune", data, PruneConfig, label="prune", example="{layers = 3, heads = 0.5}")
+    given = {}
+    if table.get("vocab") is not None:
+        given["vocab"] = _corpus_path(table.pop("vocab"), base_dir)
+    config = validate(PruneConfig, table, "prune", given=given)
     if config.is_empty():
         raise RecipeError(f"prune {data!r} prunes nothing; set at least one of layers, heads, ffn, vocab, unstructured "
                           f"(e.g. {SPEC_FORM})")
@@ -129,13 +100,11 @@ def prune_config_from_dict(data: Any, *, base_dir: Path | None = None) -> PruneC
 
 
 def _corpus_path(value: Any, base_dir: Path | None) -> Path:
-    if not isinstance(value, (str, Path)) or not str(value).strip():
-        raise RecipeError(f"prune.vocab = {value!r} is not a path; give a text file or a folder of .txt files")
-    path = Path(str(value).strip()).expanduser()
+    path = check_value("prune.vocab", value, rule_of(PruneConfig, "vocab"))
     if not path.is_absolute() and base_dir is not None:
         path = Path(base_dir) / path
     if not path.exists():
-        raise RecipeError(f"prune.vocab = {str(value)!r} does not exist; give a text file or a folder of .txt files")
+        raise RecipeError(f"prune.vocab = {str(value)!r} does not exist; {_CORPUS}")
     return path
 
 
