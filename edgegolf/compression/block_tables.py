@@ -109,6 +109,17 @@ def _tied_heads(nodes: list, table: np.ndarray, initializers: dict) -> list[int]
     return heads
 
 
+def _fitting_block(cols: int, block_size: int) -> int | None:
+    """`block_size`, or the largest power-of-two fraction of it (>= 16, what MatMulNBits takes)
+    that divides a row of `cols` values."""
+    block = block_size
+    while block >= 16:
+        if cols % block == 0:
+            return block
+        block //= 2
+    return None
+
+
 def quantize_gather_blocks(model, *, bits: int, block_size: int, symmetric: bool = False, exclude=(),
                            accuracy_level: int | None = None, tie_heads: bool = True,
                            min_rows: int = MIN_ROWS) -> list[str]:
@@ -116,7 +127,9 @@ def quantize_gather_blocks(model, *, bits: int, block_size: int, symmetric: bool
     in place; a MatMul that multiplies by the same table transposed (a tied LM head) becomes a
     MatMulNBits over the same packed initializer when `tie_heads`. Returns the rewritten node names.
 
-    Tables whose rows do not split into `block_size` blocks, or that something else reads, stay float.
+    A row splits into blocks of `block_size`, or of the largest power-of-two fraction of it that
+    divides the row; tables that split into no block of 16 or more, or that something else
+    reads, stay float.
     """
     from onnx import TensorProto, helper, numpy_helper
 
@@ -136,14 +149,15 @@ def quantize_gather_blocks(model, *, bits: int, block_size: int, symmetric: bool
                 or readers[table_proto.name] != 1):
             continue
         rows, cols = table_proto.dims
-        if cols % block_size:
-            log.info("embedding table %s stays float: its %d columns do not split into blocks of %d",
+        block = _fitting_block(cols, block_size)
+        if block is None:
+            log.info("embedding table %s stays float: its %d columns do not split into blocks of %d or fewer (>= 16)",
                      table_proto.name, cols, block_size)
             continue
         table = numpy_helper.to_array(table_proto)
         heads = [h for h in _tied_heads(nodes, table, initializers) if nodes[h].name not in skip] if tie_heads else []
-        quantized = block_quantize(table, bits=bits, block_size=block_size, symmetric=symmetric)
-        blocks = cols // block_size
+        quantized = block_quantize(table, bits=bits, block_size=block, symmetric=symmetric)
+        blocks = cols // block
         base = table_proto.name
         names = {k: f"{base}_q{bits}_{k}" for k in ("data", "scales", "gather_scales_shape", "gather_zero_points",
                                                     "head_zero_points", "out_shape_tail")}
@@ -160,7 +174,7 @@ def quantize_gather_blocks(model, *, bits: int, block_size: int, symmetric: bool
             helper.make_node("Reshape", [names["scales"], names["gather_scales_shape"]], [f"{base}_q{bits}_scales_3d"],
                              name=f"{prefix}_ScalesAsBlocks"),
             helper.make_node("GatherBlockQuantized", gather_inputs, [f"{prefix}_blocks"], name=node.name,
-                             domain="com.microsoft", gather_axis=0, quantize_axis=2, block_size=block_size, bits=bits),
+                             domain="com.microsoft", gather_axis=0, quantize_axis=2, block_size=block, bits=bits),
             helper.make_node("Shape", [ids], [f"{prefix}_ids_shape"], name=f"{prefix}_IdsShape"),
             helper.make_node("Concat", [f"{prefix}_ids_shape", names["out_shape_tail"]], [f"{prefix}_rows_shape"],
                              name=f"{prefix}_RowsShape", axis=0),
@@ -174,7 +188,7 @@ def quantize_gather_blocks(model, *, bits: int, block_size: int, symmetric: bool
             extra = {} if accuracy_level is None else {"accuracy_level": accuracy_level}
             replaced[head_index] = [helper.make_node("MatMulNBits", head_inputs, list(head.output), name=head.name,
                                                    domain="com.microsoft", K=cols, N=rows, bits=bits,
-                                                   block_size=block_size, **extra)]
+                                                   block_size=block, **extra)]
             if readers[head.input[1]] == 1:
                 dropped.add(head.input[1])
             rewritten.append(head.name)
