@@ -164,13 +164,14 @@ def test_hqq_and_gptq_round_the_weights_within_the_int4_error(tied_exports, tmp_
                       calibration_feeds=feeds[:2])
     assert report.quantized_ops["MatMulNBits"] >= 14  # 7 per layer + the head
     assert report.settings["algorithm"] == algorithm
-    reference = logits(path, feeds[2:])
+    quantize(path, tmp_path / "rtn.onnx", Int4WeightOnly(embeddings="float"))
+    reference = logits(path, feeds[2:])  # held out from the calibration feeds
     got = logits(tmp_path / f"{algorithm}.onnx", feeds[2:])
     assert np.all(np.isfinite(got))
-    error = np.abs(got - reference).max() / np.abs(reference).max()
-    print(f"{algorithm}: max error / max logit {error:.3f}")
-    assert error < 1.0
-    assert (got.argmax(-1) == reference.argmax(-1)).mean() > 0.3
+    errors = [np.abs(logits(tmp_path / f"{name}.onnx", feeds[2:]) - reference).mean() for name in (algorithm, "rtn")]
+    print(f"{algorithm}: mean abs logit error {errors[0]:.4f}, rtn {errors[1]:.4f}")
+    # a random model and two calibration texts are no place to rank them; they must quantize, not break
+    assert 0 < errors[0] < 2 * errors[1], errors
 
 
 def test_gptq_without_calibration_feeds_says_what_it_needs(tied_exports, tmp_path):

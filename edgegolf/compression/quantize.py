@@ -699,6 +699,8 @@ def _apply_block_tables(model, mode: str, block_size: int, symmetric: bool, excl
 def _gptq(model, config: Int4WeightOnly, excluded: list[str], feeds):
     """GPTQ through onnxruntime's copy of Intel Neural Compressor's implementation, called
     directly so that excluded nodes stay float (MatMulNBitsQuantizer passes them on for RTN only)."""
+    import io
+
     from onnxruntime.quantization.neural_compressor import gptq_quantize
 
     if not feeds:
@@ -710,9 +712,11 @@ def _gptq(model, config: Int4WeightOnly, excluded: list[str], feeds):
         n.name: "fp32" if n.name in excluded else {"bits": 4, "group_size": config.block_size, "scheme": scheme}
         for n in model.graph.node if n.op_type == "MatMul" and any(i in weights for i in n.input)}
     complete = _complete_feeds(model, feeds)
-    quantized = gptq_quantize(model, ((feed, None) for feed in complete), weight_config=weight_config,
-                              group_size=config.block_size, scheme=scheme, n_samples=len(complete),
-                              accuracy_level=config.accuracy_level or 0)
+    chatter = io.StringIO()  # it prints a progress bar to stdout
+    with contextlib.redirect_stdout(chatter):
+        quantized = gptq_quantize(model, ((feed, None) for feed in complete), weight_config=weight_config,
+                                  group_size=config.block_size, scheme=scheme, n_samples=-1,  # -1: every feed
+                                  accuracy_level=config.accuracy_level or 0)
     return quantized.model
 
 
