@@ -33,7 +33,7 @@ def tied_exports(tmp_path_factory) -> dict[str, tuple[Path, list[dict[str, np.nd
         model = AutoModelForCausalLM.from_pretrained(str(folder), attn_implementation="eager").eval()
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
 
-        def encode(texts):
+        def encode(texts, tokenizer=tokenizer):
             batch = tokenizer(texts, padding=True, return_tensors="np")
             return {k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
 
