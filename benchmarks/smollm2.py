@@ -71,7 +71,7 @@ def make_teacher(folder: Path, seed: int) -> dict:
     before, after, count = 0.0, 0.0, 0
     seen = set()
     with torch.no_grad():
-        for name, param in model.named_parameters():
+        for param in model.parameters():
             if param.dim() != 2 or param.shape[1] % GRID_BLOCK or id(param) in seen:
                 continue
             seen.add(id(param))  # the tied table once
@@ -123,7 +123,7 @@ class Graph:
 
     def run(self, ids: np.ndarray, past: dict | None = None, past_len: int = 0):
         out = self.session.run(None, self.feeds(ids, past, past_len))
-        return out[0][0], dict(zip(self.past, out[1:]))
+        return out[0][0], dict(zip(self.past, out[1:], strict=True))
 
     def logits_of(self, ids: np.ndarray) -> np.ndarray:
         return self.run(ids)[0].astype(np.float32)
@@ -248,7 +248,7 @@ def main() -> None:
     reference = rows["fp32 export"]["bpb"]
     print(f"\n{args.tokens} scored tokens per artifact (windows of {args.window}), {args.threads} thread(s), "
           f"{args.rounds} interleaved rounds")
-    print(f"| artifact | MB | bits/byte | vs fp32 | prefill 128 ms | decode ms | decode tok/s |")
+    print("| artifact | MB | bits/byte | vs fp32 | prefill 128 ms | decode ms | decode tok/s |")
     print("|---|---|---|---|---|---|---|")
     for name, row in rows.items():
         t = timing[name]
