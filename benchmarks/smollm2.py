@@ -98,7 +98,7 @@ def folder_bytes(path: Path) -> int:
 class Graph:
     """An ONNX causal LM with a cache, through onnxruntime directly (edgegolf's or the builder's names)."""
 
-    def __init__(self, path: Path, threads: int):
+    def __init__(self, path: Path, threads: int, head_dim: int):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -108,7 +108,10 @@ class Graph:
         self.inputs = {i.name: i for i in self.session.get_inputs()}
         self.past = [n for n in self.inputs if n.startswith("past")]
         self.logits = self.session.get_outputs()[0].name
-        self.presents = [o.name for o in self.session.get_outputs()[1:]]
+        # present.{i}.key -> the past input of the same layer and kind (past.{i}.key, past_key_values.{i}.key)
+        self.next_past = {o.name: next(p for p in self.past if p.endswith(o.name[len("present"):]))
+                          for o in self.session.get_outputs()[1:]}
+        self.head_dim = head_dim
         self.float_type = np.float16 if "float16" in self.inputs[self.past[0]].type else np.float32
 
     def feeds(self, ids: np.ndarray, past: dict | None, past_len: int) -> dict:
@@ -118,12 +121,13 @@ class Graph:
             feeds["position_ids"] = np.arange(past_len, past_len + len(ids), dtype=np.int64)[None]
         for name in self.past:
             shape = self.inputs[name].shape
-            feeds[name] = past[name] if past else np.zeros((1, shape[1], 0, shape[3]), dtype=self.float_type)
+            feeds[name] = past[name] if past else np.zeros((1, shape[1], 0, self.head_dim),
+                                                                       dtype=self.float_type)
         return feeds
 
     def run(self, ids: np.ndarray, past: dict | None = None, past_len: int = 0):
         out = self.session.run(None, self.feeds(ids, past, past_len))
-        return out[0][0], dict(zip(self.past, out[1:], strict=True))
+        return out[0][0], {self.next_past[name]: value for name, value in zip(self.next_past, out[1:], strict=True)}
 
     def logits_of(self, ids: np.ndarray) -> np.ndarray:
         return self.run(ids)[0].astype(np.float32)
@@ -235,7 +239,12 @@ def main() -> None:
     paths = build(args.work, teacher, args.only)
     tokenizer = untruncated(Tokenizer.from_file(str(teacher / "tokenizer.json")))
     texts = list(default_split().test.texts)
-    graphs = {name: Graph(path, args.threads) for name, path in paths.items()}
+    from transformers import AutoConfig
+
+    from edgegolf.export.causal import cache_shape
+
+    head_dim = cache_shape(AutoConfig.from_pretrained(str(teacher)))[2]
+    graphs = {name: Graph(path, args.threads, head_dim) for name, path in paths.items()}
     rows = {}
     for name, graph in graphs.items():
         started = time.perf_counter()
