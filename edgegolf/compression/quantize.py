@@ -32,6 +32,10 @@ from edgegolf.settings import check_instance, setting, validate
 log = logging.getLogger(__name__)
 
 EMBEDDING_MODES = ("per-row", "per-tensor", "float")
+# Blockwise 4- or 8-bit tables in GatherBlockQuantized; a tied LM head then reads the same
+# initializer through MatMulNBits (edgegolf/compression/block_tables.py).
+BLOCK_EMBEDDING_MODES = ("int4-block", "int8-block")
+INT4_ALGORITHMS = ("rtn", "hqq", "gptq")
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
 BLOCKWISE_MODES = ("none", "down-proj", "all")
 BLOCK_SIZES = (16, 32, 64, 128, 256)  # what onnxruntime's blockwise quantizer (MLAS) accepts
@@ -114,13 +118,14 @@ class Int8Dynamic:
 
     `embeddings`: how float embedding tables read by Gather are stored — "per-row" is our
     rewrite (int8 rows, one float scale per row), "per-tensor" onnxruntime's (one scale for
-    the whole table), "float" leaves them as they are.
+    the whole table), "int8-block"/"int4-block" blockwise rows in GatherBlockQuantized that a
+    tied LM head shares (blocks of `block_size`), "float" leaves them as they are.
     """
 
     per_channel: bool = setting(True, kind="bool")
     reduce_range: bool | str = _reduce_range()
     exclude: tuple[str, ...] = _exclude()
-    embeddings: str = setting("per-row", kind="str", choices=EMBEDDING_MODES)
+    embeddings: str = setting("per-row", kind="str", choices=EMBEDDING_MODES + BLOCK_EMBEDDING_MODES)
     # MatMuls given blockwise int8 weights (MatMulNBits, 8 bits) whose activations are
     # quantized per token and block instead of per tensor: "down-proj" (weights with more
     # rows than columns: a transformer's FFN output, fed by the GELU's long-tailed output),
@@ -165,11 +170,18 @@ class Int4WeightOnly:
 
     block_size: int = setting(32, kind="int", choices=BLOCK_SIZES, cli="--block-size", search=(32, 64, 128))
     symmetric: bool = setting(True, kind="bool")
-    # onnxruntime: 0/None unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute
-    accuracy_level: int | None = setting(None, kind="int", optional=True, choices=(0, 1, 2, 3, 4))
+    # onnxruntime: 0/None unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute. 4 by measurement: on
+    # SmolLM2-135M (benchmarks/smollm2.py, AVX2 without VNNI, 1 thread) decode 51.0 -> 24.8 ms,
+    # bits/byte 1.3095 -> 1.3105.
+    accuracy_level: int | None = setting(4, kind="int", optional=True, choices=(0, 1, 2, 3, 4))
     exclude: tuple[str, ...] = _exclude()
-    # int8 rows: the word table is the largest tensor of a small encoder
-    embeddings: str = setting("per-row", kind="str", choices=("per-row", "float"))
+    # int8 rows: the word table is the largest tensor of a small encoder; "int4-block" /
+    # "int8-block": blockwise rows in GatherBlockQuantized, shared by a tied LM head.
+    embeddings: str = setting("per-row", kind="str", choices=("per-row", "float") + BLOCK_EMBEDDING_MODES)
+    # how the MatMul weights are rounded: "rtn" round to nearest, "hqq" half-quadratic
+    # (no data; asymmetric, float zero points), "gptq" (calibrated on the calibration feeds);
+    # onnxruntime's implementations (matmul_nbits_quantizer).
+    algorithm: str = setting("rtn", kind="str", choices=INT4_ALGORITHMS)
 
     def __post_init__(self) -> None:
         check_instance(self, "quantize")
@@ -497,8 +509,13 @@ def _int8_dynamic(config: Int8Dynamic, src: Path, dst: Path, excluded: list[str]
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    if config.blockwise != "none":
-        _save(_blockwise_int8(onnx.load(str(src)), config.blockwise, config.block_size, excluded), dst)
+    if config.blockwise != "none" or config.embeddings in BLOCK_EMBEDDING_MODES:
+        model = onnx.load(str(src))
+        # symmetric 8-bit blocks as the blockwise MatMuls; accuracy level 4: int8 compute for a tied head
+        _apply_block_tables(model, config.embeddings, config.block_size, True, excluded, 4)
+        if config.blockwise != "none":
+            model = _blockwise_int8(model, config.blockwise, config.block_size, excluded)
+        _save(model, dst)
         src = dst  # quantize_dynamic reads the whole file before it writes, so in place is safe
     # Embeddings read by Gather: onnxruntime quantizes them per tensor; leave them to our
     # per-row rewrite (or float) unless asked for onnxruntime's way. A fused graph's
@@ -606,14 +623,86 @@ def _with_tensor_types(src: Path, typed: Path) -> Path:
 def _int4(config: Int4WeightOnly, src: Path, dst: Path, excluded: list[str], feeds) -> None:
     import onnx
 
-    quantizer = _nbits_quantizer()(onnx.load(str(src)), bits=4, block_size=config.block_size,
-                                     is_symmetric=config.symmetric, accuracy_level=config.accuracy_level,
-                                     nodes_to_exclude=excluded, op_types_to_quantize=("MatMul",))
-    quantizer.process()
-    model = quantizer.model.model
+    model = onnx.load(str(src))
+    # block tables first: a tied LM head becomes MatMulNBits over the table before the MatMul pass
+    _apply_block_tables(model, config.embeddings, config.block_size, config.symmetric, excluded,
+                        config.accuracy_level)
+    if config.algorithm == "gptq":
+        model = _gptq(model, config, excluded, feeds)
+    else:
+        algo = None
+        if config.algorithm == "hqq":
+            from onnxruntime.quantization.matmul_nbits_quantizer import HQQWeightOnlyQuantConfig
+
+            algo = HQQWeightOnlyQuantConfig(block_size=config.block_size, bits=4, op_types_to_quantize=("MatMul",))
+        quantizer = _nbits_quantizer()(model, bits=4, block_size=config.block_size,
+                                         is_symmetric=config.symmetric, accuracy_level=config.accuracy_level,
+                                         nodes_to_exclude=excluded, op_types_to_quantize=("MatMul",), algo_config=algo)
+        quantizer.process()
+        model = quantizer.model.model
     if config.embeddings == "per-row":
         quantize_embedding_rows(model, exclude=excluded)
     _save(model, dst)
+
+
+def _apply_block_tables(model, mode: str, block_size: int, symmetric: bool, excluded: list[str],
+                        accuracy_level: int | None) -> None:
+    if mode not in BLOCK_EMBEDDING_MODES:
+        return
+    from edgegolf.compression.block_tables import quantize_gather_blocks
+
+    bits = 4 if mode == "int4-block" else 8
+    rewritten = quantize_gather_blocks(model, bits=bits, block_size=block_size, symmetric=symmetric, exclude=excluded,
+                                       accuracy_level=accuracy_level)
+    if rewritten:
+        log.info("%d-bit blockwise embedding tables: %s", bits, ", ".join(rewritten))
+
+
+def _gptq(model, config: Int4WeightOnly, excluded: list[str], feeds):
+    """GPTQ through onnxruntime's copy of Intel Neural Compressor's implementation, called
+    directly so that excluded nodes stay float (MatMulNBitsQuantizer passes them on for RTN only)."""
+    import io
+
+    from onnxruntime.quantization.neural_compressor import gptq_quantize
+
+    if not feeds:
+        raise DataError("int4 with algorithm 'gptq' needs calibration feeds (tokenized real text); none were given — "
+                        "set evaluate.calibration_size >= 1 or use algorithm 'rtn' or 'hqq'")
+    weights = {i.name for i in model.graph.initializer}
+    scheme = "sym" if config.symmetric else "asym"
+    weight_config: dict[str, Any] = {
+        n.name: "fp32" if n.name in excluded else {"bits": 4, "group_size": config.block_size, "scheme": scheme}
+        for n in model.graph.node if n.op_type == "MatMul" and any(i in weights for i in n.input)}
+    complete = _complete_feeds(model, feeds)
+    chatter = io.StringIO()  # it prints a progress bar to stdout
+    with contextlib.redirect_stdout(chatter):
+        quantized = gptq_quantize(model, ((feed, None) for feed in complete), weight_config=weight_config,
+                                  group_size=config.block_size, scheme=scheme, n_samples=-1,  # -1: every feed
+                                  accuracy_level=config.accuracy_level or 0)
+    return quantized.model
+
+
+def _complete_feeds(model, feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """Each feed with only the graph's inputs, and empty float inputs where it lacks one (a causal
+    LM's past cache: its named dimensions are the batch, then zero)."""
+    from onnx import TensorProto
+
+    out = []
+    for feed in feeds:
+        batch = next(iter(feed.values())).shape[0]
+        full: dict[str, np.ndarray] = {}
+        for graph_input in model.graph.input:
+            if graph_input.name in feed:
+                full[graph_input.name] = feed[graph_input.name]
+                continue
+            tensor = graph_input.type.tensor_type
+            if tensor.elem_type != TensorProto.FLOAT:
+                raise DataError(f"the calibration feeds lack the graph input {graph_input.name!r}")
+            dims = [d.dim_value if d.HasField("dim_value") else (batch if i == 0 else 0)
+                    for i, d in enumerate(tensor.shape.dim)]
+            full[graph_input.name] = np.zeros(dims, dtype=np.float32)
+        out.append(full)
+    return out
 
 
 @quantizer(Fp16)

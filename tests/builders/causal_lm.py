@@ -109,3 +109,32 @@ def export_tiny_lm(folder: Path, out: Path, *, max_length: int = 64):
                               verify_feeds=[encode([texts[0][:100]]), encode([texts[1][:150], texts[2][:30]])])
     assert report.max_abs_diff < 1e-4, report.max_abs_diff
     return model, open_model(out / "lm.onnx", out / "tok" / "tokenizer.json", spec, threads=1)
+
+
+def tied_config(arch: str, vocab_size: int):
+    """A tiny LLaMA, Qwen2 or GPT-2 config with tied input and output embeddings, 64 wide
+    (two blocks of 32 per table row), large random weights as in save_tiny_lm."""
+    from transformers import GPT2Config, LlamaConfig, Qwen2Config
+
+    common = dict(vocab_size=vocab_size, pad_token_id=0, bos_token_id=1, eos_token_id=2, tie_word_embeddings=True,
+                  initializer_range=0.3)
+    if arch == "gpt2":
+        return GPT2Config(n_embd=64, n_layer=2, n_head=4, n_positions=256, n_inner=128, **common)
+    config_class = LlamaConfig if arch == "llama" else Qwen2Config
+    return config_class(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
+                        num_key_value_heads=2, max_position_embeddings=256, **common)
+
+
+def save_tiny_tied_lm(folder: Path, arch: str, *, seed: int = 0) -> Path:
+    """A random-weight tiny LM of `arch` ("llama", "qwen2" or "gpt2") with a tied embedding
+    table and its tokenizer, saved to `folder`."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    tokenizer = bbc_bpe(bos=arch != "gpt2")
+    model = AutoModelForCausalLM.from_config(tied_config(arch, len(tokenizer))).eval()
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
