@@ -184,9 +184,9 @@ def test_gptq_without_calibration_feeds_says_what_it_needs(tied_exports, tmp_pat
 
 
 @pytest.mark.parametrize("table, accepted", [
-    ({"scheme": "int4", "algorithm": "awq"}, "'rtn', 'hqq', 'gptq'"),
-    ({"scheme": "int4", "embeddings": "int2-block"}, "'int4-block', 'int8-block'"),
-    ({"scheme": "int8-dynamic", "embeddings": "int3-block"}, "'int8-block'"),
+    ({"scheme": "int4", "algorithm": "awq"}, "rtn, hqq, gptq"),
+    ({"scheme": "int4", "embeddings": "int2-block"}, "int4-block, int8-block"),
+    ({"scheme": "int8-dynamic", "embeddings": "int3-block"}, "int8-block"),
 ])
 def test_unknown_algorithm_or_embedding_mode_names_the_choices(table, accepted):
     with pytest.raises(RecipeError, match=accepted):

@@ -85,7 +85,8 @@ def test_typed_sections_and_their_tables_are_the_same_recipe():
     assert Recipe.from_dict(table) == typed
     assert Recipe.from_dict(typed.to_dict()) == typed
     assert typed.to_dict()["quantize"] == {"scheme": "int4", "block_size": 64, "symmetric": True,
-                                           "accuracy_level": None, "exclude": [], "embeddings": "per-row"}
+                                           "accuracy_level": 4, "exclude": [], "embeddings": "per-row",
+                                           "algorithm": "rtn"}
     assert Recipe().to_dict()["quantize"] == {"scheme": "default"}  # the tuned int8 keeps its name
 
 
