@@ -97,7 +97,9 @@ def compress(
         help="The text column of a .csv/.jsonl/.parquet --data file (default: text).")] = None,
     label_column: Annotated[Optional[str], typer.Option(
         help="The label column of a .csv/.jsonl/.parquet --data file (default: label).")] = None,
-    eval_limit: Annotated[Optional[int], typer.Option(help="Evaluate on a stratified subset of N texts.")] = None,
+    eval_limit: Annotated[Optional[int], typer.Option(
+        help="Score a stratified subset of N texts (default 1000; the accuracy is shown with its 95% interval); "
+             "0 scores every text.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(
         help="Run code shipped with the model (recorded in the manifest).")] = False,
@@ -222,7 +224,9 @@ def search_command(
     task: Annotated[Optional[str], typer.Option(help=f"{_TASKS} (default: from the model's config).")] = None,
     recipe: Annotated[Optional[Path], typer.Option(help="Base recipe TOML (evaluate, bench, export settings).")] = None,
     device: Annotated[Optional[str], typer.Option(help="Device profile for latency, e.g. cpu-1.")] = None,
-    eval_limit: Annotated[Optional[int], typer.Option(help="Evaluate on a stratified subset of N texts.")] = None,
+    eval_limit: Annotated[Optional[int], typer.Option(
+        help="Score a stratified subset of N texts (default 1000; the accuracy is shown with its 95% interval); "
+             "0 scores every text.")] = None,
     distill: Annotated[Optional[str], typer.Option(
         help="Offer distillation of pruned students with these settings, e.g. 'steps=300' (a choice per trial).")] = None,
     sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe | nsga2 (both multi-objective, constrained).")] = "tpe",

@@ -98,10 +98,11 @@ class EvaluateSettings:
     data: str = "bbc-news"  # "bbc-news", a folder with one sub-folder of .txt files per class, or .csv/.jsonl/.parquet
     text_column: str = "text"  # the columns of a .csv/.jsonl/.parquet file
     label_column: str = "label"
-    limit: int = 0  # 0 = every text; otherwise a stratified subset of this many
+    limit: int = 1000  # texts scored: a stratified subset (accuracy shown with its 95 % interval); 0 = every text
     test_fraction: float = 0.3
     seed: int = 0
     calibration_size: int = 64  # train-split texts used to calibrate static quantization
+    batch: int = 32  # texts per padded batch, for stages whose outputs do not depend on their neighbours; 1: one at a time
     # Reference artifacts measured beside the chain, e.g. "ort-quantize-dynamic": what
     # onnxruntime's quantize_dynamic with default arguments gives (what a user does by hand).
     compare: tuple[str, ...] = ()
@@ -120,6 +121,7 @@ class EvaluateSettings:
             seed=_typed("evaluate", "seed", d.get("seed", base.seed), int),
             calibration_size=_typed("evaluate", "calibration_size", d.get("calibration_size", base.calibration_size),
                                     int, minimum=1),
+            batch=_typed("evaluate", "batch", d.get("batch", base.batch), int, minimum=1, maximum=1024),
             compare=_string_list("evaluate", "compare", d.get("compare", base.compare), choices=COMPARISONS),
         )
 

@@ -22,7 +22,7 @@ import math
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 
@@ -101,6 +101,8 @@ def _check_choice(field: str, value: Any, choices: Sequence[Any]) -> None:
 class NoQuant:
     """Leave the graph float32 (the output is a copy of the input)."""
 
+    batch_independent: ClassVar[bool] = True  # evaluation may batch texts (edgegolf/measure/evaluate.py)
+
 
 @register_scheme("int8-dynamic")
 @dataclass(frozen=True)
@@ -124,6 +126,8 @@ class Int8Dynamic:
     # "all", or "none".
     blockwise: str = "none"
     block_size: int = 128
+    # activation scales come from the whole input tensor: a text's result changes with its batch neighbours
+    batch_independent: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         _check_reduce_range(self.reduce_range)
@@ -149,6 +153,7 @@ class Int8Static:
     activation_type: str = "uint8"  # U8S8: onnxruntime's recommended pair on x86 (quantization docs)
     op_types: tuple[str, ...] = ("MatMul", "Gemm")  # quantizing Add/LayerNorm/Softmax costs accuracy
     reduce_range: bool | str = "auto"  # as Int8Dynamic's: 7-bit weights where int8 kernels saturate
+    batch_independent: ClassVar[bool] = True  # calibrated, fixed activation scales
 
     def __post_init__(self) -> None:
         _check_reduce_range(self.reduce_range)
@@ -174,6 +179,7 @@ class Int4WeightOnly:
     accuracy_level: int | None = None  # onnxruntime: 0/None unset, 1 fp32, 2 fp16, 3 bf16, 4 int8 compute
     exclude: tuple[str, ...] = ()
     embeddings: str = "per-row"  # int8 rows: the word table is the largest tensor of a small encoder
+    batch_independent: ClassVar[bool] = True  # weight-only (accuracy_level 4 quantizes activations per row)
 
     def __post_init__(self) -> None:
         _check_block_size(self.block_size)
@@ -188,6 +194,7 @@ class Fp16:
     """float16 weights and compute, float32 graph inputs and outputs."""
 
     exclude: tuple[str, ...] = ()
+    batch_independent: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         _check_exclude("fp16", self.exclude)

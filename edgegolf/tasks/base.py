@@ -53,6 +53,9 @@ class TaskAdapter:
     scores_train: ClassVar[bool] = True  # score() reads the train rows too (a linear probe); else only test
     optimizable: ClassVar[bool] = True  # whether onnxruntime's transformer fusions apply to its graph
     accuracy_meaning: ClassVar[str] = "test-split accuracy"  # what score()'s "accuracy" is, for reports
+    # whether a text's result is the same alone or in a padded batch (the padding mask keeps texts
+    # apart): the teacher and float graphs are then evaluated in batches (edgegolf/measure/evaluate.py)
+    batch_independent: ClassVar[bool] = False
 
     @classmethod
     def claims(cls, architecture: str) -> bool:
@@ -159,6 +162,15 @@ class TaskAdapter:
         """An ONNX artifact's per-text result, through the runtime an app uses."""
         raise NotImplementedError
 
+    def teacher_rows(self, model, encoder: TextEncoder, texts: list[str]) -> np.ndarray:
+        """teacher_item of each text, one row per text; a task whose results do not depend on
+        their batch neighbours overrides this with one padded forward pass."""
+        return np.stack([self.teacher_item(model, encoder, text) for text in texts])
+
+    def artifact_rows(self, runtime_model: TaskModel, texts: list[str]) -> np.ndarray:
+        """artifact_item of each text, one row per text (or one padded batch, as teacher_rows)."""
+        return np.stack([self.artifact_item(runtime_model, text) for text in texts])
+
     # --- distillation (edgegolf/compression/distill/train.py calls these) ----------------
     # Which dimension of each batched view from distill_view is the token position: such
     # teacher targets are cached per text cut to its real length. "hidden" is mapped_hidden_states'.
@@ -187,6 +199,12 @@ class TaskAdapter:
         """Metrics of `candidate`; its "accuracy" (0-100) is the one the budget's drop limits."""
         raise NotImplementedError
 
+    def judge(self, teacher: "Outputs", candidate: "Outputs", split: Split, model_config
+              ) -> tuple[dict[str, float], np.ndarray | None]:
+        """score(), and whether each scored text counts as correct (what the accuracy is the mean
+        of; its confidence interval comes from it); None where the accuracy is no such mean."""
+        return self.score(teacher, candidate, split, model_config), None
+
 
 class Outputs:
     """Per-text results (one row per text) for the train and test halves of a split."""
@@ -194,6 +212,7 @@ class Outputs:
     def __init__(self, train: np.ndarray, test: np.ndarray):
         self.train = train
         self.test = test
+        self.correct: np.ndarray | None = None  # per scored text, once judged (the teacher's pairs each drop)
 
     @property
     def all(self) -> np.ndarray:

@@ -61,8 +61,8 @@ class CausalLM(TaskAdapter):
         if not path.is_file():
             raise DataError(f"data {str(settings.data)!r} does not exist; give a UTF-8 .txt file or 'bbc-news'")
         chunks = text_chunks(path.read_text(encoding="utf-8", errors="replace"))
-        if settings.limit:
-            chunks = chunks[: settings.limit]
+        if settings.limit:  # the last chunks: the held-out part stays inside the whole file's held-out part
+            chunks = chunks[-settings.limit:]
         n_test = max(1, round(len(chunks) * settings.test_fraction))
         if len(chunks) < 2:
             raise DataError(f"data {str(path)!r} gives {len(chunks)} chunk of text; at least 2 (one to hold out) "
