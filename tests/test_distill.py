@@ -99,7 +99,8 @@ def run(tokenizer, bbc, folder, interrupt_at: int | None = None, resume: bool = 
     teacher = tiny(tokenizer)
     student = student_of(teacher, tokenizer)
     settings = {"steps": 8, "batch_size": 6, "lr": 2e-3, "max_length": 24, "hidden_weight": 0.5, "eval_every": 3,
-                "eval_fraction": 0.1, "checkpoint_every": 3, "seed": 3}
+                "eval_fraction": 0.1, "checkpoint_every": 3, "seed": 3,
+                "dropout": True}  # dropout on: resuming must restore its random state too
     config = DistillConfig(**{**settings, **overrides})
     calls = {"n": 0}
 

@@ -142,6 +142,6 @@ def test_recipe_distill_table_is_validated_and_its_data_path_is_relative_to_the_
     recipe_file.write_text('[prune]\nlayers = 1\n\n[distill]\nsteps = 5\ndata = "texts.txt"\n')
     recipe, _ = build_recipe(recipe_file)
     assert recipe.distill["data"] == str((tmp_path / "r" / "texts.txt").resolve())
-    assert recipe.distill["steps"] == 5 and recipe.distill["refit"] is False
+    assert recipe.distill["steps"] == 5 and recipe.distill["refit"] is True  # the measured best default
     recipe, _ = build_recipe({"prune": {"layers": 1}, "distill": {"steps": 5}})
     assert recipe.distill["data"] == "train-split"

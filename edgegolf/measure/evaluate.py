@@ -76,7 +76,7 @@ def wilson_interval(correct: int, n: int, z: float = CONFIDENCE_Z) -> tuple[floa
     p = correct / n
     centre = (p + z * z / (2 * n)) / (1 + z * z / n)
     half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (100.0 * max(0.0, centre - half), 100.0 * min(1.0, centre + half))
+    return (100.0 * max(0.0, float(centre - half)), 100.0 * min(1.0, float(centre + half)))
 
 
 def paired_drop_interval(teacher: np.ndarray, candidate: np.ndarray, seed: int = 0) -> tuple[float, float]:
