@@ -98,7 +98,7 @@ class EvaluateSettings:
     data: str = "bbc-news"  # "bbc-news", a folder with one sub-folder of .txt files per class, or .csv/.jsonl/.parquet
     text_column: str = "text"  # the columns of a .csv/.jsonl/.parquet file
     label_column: str = "label"
-    limit: int = 1000  # texts scored: a stratified subset (accuracy shown with its 95 % interval); 0 = every text
+    limit: int = 600  # texts scored: a stratified subset (accuracy shown with its 95 % interval); 0 = every text
     test_fraction: float = 0.3
     seed: int = 0
     calibration_size: int = 64  # train-split texts used to calibrate static quantization
