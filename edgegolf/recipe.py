@@ -102,7 +102,7 @@ class EvaluateSettings:
     test_fraction: float = 0.3
     seed: int = 0
     calibration_size: int = 64  # train-split texts used to calibrate static quantization
-    batch: int = 32  # texts per padded batch, for stages whose outputs do not depend on their neighbours; 1: one at a time
+    batch: int = 32  # texts per padded batch where outputs do not depend on batch neighbours; 1: one at a time
     # Reference artifacts measured beside the chain, e.g. "ort-quantize-dynamic": what
     # onnxruntime's quantize_dynamic with default arguments gives (what a user does by hand).
     compare: tuple[str, ...] = ()
