@@ -89,7 +89,8 @@ def compress(
     prune: Annotated[Optional[str], typer.Option(
         help="Structured pruning, e.g. 'layers=3,heads=0.5,ffn=0.5,vocab=corpus.txt' (fractions are kept).")] = None,
     distill: Annotated[Optional[str], typer.Option(
-        help="Distill the pruned student from the model, e.g. 'steps=600,lr=1e-3,data=train-split' "
+        help="Distill the pruned student from the model, e.g. 'steps=1700' (the defaults are the best measured; "
+             "edgegolf distill --help lists them), 'steps=600,data=train-split' "
              "(data: train-split, bbc-news, or a .txt/.jsonl/.csv/.parquet file or datasets folder).")] = None,
     quantize: Annotated[Optional[str], typer.Option(
         help=f"{_SCHEMES} (default: edgegolf's tuned int8).")] = None,
@@ -113,7 +114,9 @@ def compress(
         help="The text column of a .csv/.jsonl/.parquet --data file (default: text).")] = None,
     label_column: Annotated[Optional[str], typer.Option(
         help="The label column of a .csv/.jsonl/.parquet --data file (default: label).")] = None,
-    eval_limit: Annotated[Optional[int], typer.Option(help="Evaluate on a stratified subset of N texts.")] = None,
+    eval_limit: Annotated[Optional[int], typer.Option(
+        help="Score a stratified subset of N texts (default 600; the accuracy is shown with its 95% interval); "
+             "0 scores every text.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(
         help="Run code shipped with the model (recorded in the manifest).")] = False,
@@ -169,6 +172,20 @@ def prune_command(
           f"({report.params_after / report.params_before:.0%}); written to {output}/ (prune_report.json has the rankings)")
 
 
+def _distill_defaults() -> str:
+    from edgegolf.compression.distill.config import DistillConfig
+
+    d = DistillConfig(steps=1)
+    return (f"Defaults (the best measured, benchmarks/distill_minilm.py): lr={d.lr:g}, schedule={d.schedule}, "
+            f"warmup={d.warmup:g}, batch_size={d.batch_size}, hidden_weight={d.hidden_weight:g}, refit={str(d.refit).lower()}, "
+            f"refit_texts={d.refit_texts}, precision={d.precision} (bf16 on CPU), "
+            f"freeze_embeddings={str(d.freeze_embeddings).lower()}, windows={d.windows}, "
+            f"dropout={str(d.dropout).lower()}, max_length={d.max_length}.")
+
+
+_DISTILL_DEFAULTS = _distill_defaults()
+
+
 @app.command("distill")
 def distill_command(
     teacher: Annotated[str, typer.Argument(help="The teacher: a Hugging Face model folder.")],
@@ -178,8 +195,7 @@ def distill_command(
         help="Transfer texts: train-split (BBC News train), bbc-news, or a .txt/.jsonl/.csv/.parquet file "
              "or a datasets folder.")] = None,
     column: Annotated[Optional[str], typer.Option(help="The text column of a .jsonl/.csv/.parquet/datasets file.")] = None,
-    spec: Annotated[str, typer.Option(
-        help="Training settings, e.g. 'steps=600,lr=1e-3,batch_size=16,hidden_weight=1'.")] = "steps=600",
+    spec: Annotated[str, typer.Option(help=f"Training settings; 'steps=N' is enough. {_DISTILL_DEFAULTS}")] = "steps=600",
     task: Annotated[Optional[str], typer.Option(
         help=f"{_TASKS} (default: from the student's config).")] = None,
     checkpoint_dir: Annotated[Optional[Path], typer.Option(
@@ -238,7 +254,9 @@ def search_command(
     task: Annotated[Optional[str], typer.Option(help=f"{_TASKS} (default: from the model's config).")] = None,
     recipe: Annotated[Optional[Path], typer.Option(help="Base recipe TOML (evaluate, bench, export settings).")] = None,
     device: Annotated[Optional[str], typer.Option(help="Device profile for latency, e.g. cpu-1.")] = None,
-    eval_limit: Annotated[Optional[int], typer.Option(help="Evaluate on a stratified subset of N texts.")] = None,
+    eval_limit: Annotated[Optional[int], typer.Option(
+        help="Score a stratified subset of N texts (default 600; the accuracy is shown with its 95% interval); "
+             "0 scores every text.")] = None,
     distill: Annotated[Optional[str], typer.Option(
         help="Offer distillation of pruned students with these settings, e.g. 'steps=300' (a choice per trial).")] = None,
     sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe | nsga2 (both multi-objective, constrained).")] = "tpe",

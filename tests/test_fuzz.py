@@ -74,7 +74,7 @@ SECTION_FIELDS = {
     "export": ["exporter", "opset", "max_length", "atol"],
     "optimize": ["mode"],
     "quantize": ["scheme", "per_channel", "exclude", "block_size", "method", "symmetric", "accuracy_level"],
-    "evaluate": ["data", "limit", "test_fraction", "seed", "calibration_size", "compare"],
+    "evaluate": ["data", "limit", "test_fraction", "seed", "calibration_size", "batch", "compare"],
     "bench": ["device", "also", "batch", "seq", "runs", "warmup", "max_seconds"],
     "prune": ["layers", "heads", "ffn", "vocab", "unstructured", "layer_selection", "importance"],
     "distill": ["steps", "lr", "batch_size", "data", "temperature", "hidden_weight"],

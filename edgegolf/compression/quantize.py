@@ -21,7 +21,7 @@ import logging
 import shutil
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, ClassVar, Iterator, Sequence
 
 import numpy as np
 
@@ -110,6 +110,8 @@ def _reduce_range() -> Any:
 class NoQuant:
     """Leave the graph float32 (the output is a copy of the input)."""
 
+    batch_independent: ClassVar[bool] = True  # evaluation may batch texts (edgegolf/measure/evaluate.py)
+
 
 @register_scheme("int8-dynamic", search=True)
 @dataclass(frozen=True)
@@ -132,6 +134,8 @@ class Int8Dynamic:
     # "all", or "none".
     blockwise: str = setting("none", kind="str", choices=BLOCKWISE_MODES)
     block_size: int = setting(128, kind="int", choices=BLOCK_SIZES, cli="--block-size")
+    # activation scales come from the whole input tensor: a text's result changes with its batch neighbours
+    batch_independent: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         check_instance(self, "quantize")
@@ -156,6 +160,7 @@ class Int8Static:
     op_types: tuple[str, ...] = setting(("MatMul", "Gemm"), kind="strings",
                                         accepts="give operator types such as ['MatMul']")
     reduce_range: bool | str = _reduce_range()  # as Int8Dynamic's: 7-bit weights where int8 kernels saturate
+    batch_independent: ClassVar[bool] = True  # calibrated, fixed activation scales
 
     def __post_init__(self) -> None:
         check_instance(self, "quantize")
@@ -182,6 +187,7 @@ class Int4WeightOnly:
     # (no data; asymmetric, float zero points), "gptq" (calibrated on the calibration feeds);
     # onnxruntime's implementations (matmul_nbits_quantizer).
     algorithm: str = setting("rtn", kind="str", choices=INT4_ALGORITHMS)
+    batch_independent: ClassVar[bool] = True  # weight-only (accuracy_level 4 quantizes activations per row)
 
     def __post_init__(self) -> None:
         check_instance(self, "quantize")
@@ -193,6 +199,7 @@ class Fp16:
     """float16 weights and compute, float32 graph inputs and outputs."""
 
     exclude: tuple[str, ...] = _exclude()
+    batch_independent: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_instance(self, "quantize")

@@ -18,6 +18,7 @@ from edgegolf.devices.memory import peak_rss_onnx, peak_rss_torch
 from edgegolf.devices.profiles import DeviceProfile, get_profile, pinned
 from edgegolf.devices.size import SizeReport, measure_size
 from edgegolf.measure.evaluate import Evaluation, torch_threads, work_threads
+from edgegolf.progress import steps
 from edgegolf.recipe import BenchSettings
 
 
@@ -35,6 +36,7 @@ class StageResult:
     notes: list[str] = field(default_factory=list)
     latency_also: dict[str, LatencyStats] = field(default_factory=dict)  # bench.also profiles
     reference: bool = False  # measured for comparison; not a step of the chain
+    eval_batch: int = 1  # texts per padded batch its evaluation ran at (1: its outputs depend on their neighbours)
 
     def summary(self) -> dict[str, Any]:
         return {
@@ -47,6 +49,7 @@ class StageResult:
             "peak_rss_bytes": self.peak_rss_bytes,
             "metrics": self.metrics,
             "notes": self.notes,
+            "eval_batch": self.eval_batch,
         }
 
 
@@ -72,39 +75,62 @@ class Measurer:
         import torch
 
         bench, spec = self.bench, encoder.spec
-        outputs, metrics = self.evaluation.teacher(model, encoder)
+        with torch_threads(work_threads()):
+            outputs, metrics = self.evaluation.teacher(model, encoder)
         feeds = fixed_shape_feeds(encoder, self.bench_texts, batch=bench.batch, seq=bench.seq)
         module = self.evaluation.adapter.export_module(model)
         tensors = [torch.from_numpy(feeds[n]) for n in spec.input_names]
         latency = {}
-        for profile in self.profiles:
-            with torch_threads(profile.threads or os.cpu_count() or 1), pinned(profile), torch.inference_mode():
-                latency[profile.name] = measure_latency(lambda: module(*tensors), warmup=bench.warmup,
-                                                        runs=bench.runs, max_seconds=bench.max_seconds)
-        rss = peak_rss_torch(source_dir, spec.task, threads=self.profile.threads, batch=bench.batch,
-                             seq=bench.seq, texts=self.bench_texts, cores=self.profile.cores)
+        with self._timing("teacher") as advance:
+            for profile in self.profiles:
+                with torch_threads(profile.threads or os.cpu_count() or 1), pinned(profile), torch.inference_mode():
+                    latency[profile.name] = measure_latency(lambda: module(*tensors), warmup=bench.warmup,
+                                                            runs=bench.runs, max_seconds=bench.max_seconds)
+                advance(1)
+        with steps("peak memory of teacher (a fresh process)", 1) as advance:
+            rss = peak_rss_torch(source_dir, spec.task, threads=self.profile.threads, batch=bench.batch,
+                                 seq=bench.seq, texts=self.bench_texts, cores=self.profile.cores)
+            advance(1)
         files = weight_files(source_dir) + [tokenizer_json]
         stage = self._result("teacher", f"PyTorch fp32 {type(model).__name__}", files, latency, rss, metrics)
+        stage.eval_batch = self.evaluation.teacher_batch()
         return stage, outputs
 
+    def _timing(self, name: str):
+        """Progress of the latency runs: one step per device profile, each at most max_seconds."""
+        return steps(f"time {name} on {len(self.profiles)} profile(s), <= {self.bench.max_seconds:g} s each",
+                     len(self.profiles))
+
+    def eval_batch(self, batch_independent: bool) -> int:
+        """The evaluation batch of a graph: padded batches only where the task and the graph
+        both keep a text's result apart from its neighbours'."""
+        return self.evaluation.batch if batch_independent and self.evaluation.adapter.batch_independent else 1
+
     def graph(self, name: str, description: str, onnx_path: Path, tokenizer_json: Path, spec, *,
-              teacher_outputs, model_config, reference: bool = False) -> StageResult:
+              teacher_outputs, model_config, reference: bool = False, batch_independent: bool = False
+              ) -> StageResult:
         """An ONNX graph, through the runtime an app embeds."""
         from edgegolf.runtime.models import open_model
 
         bench = self.bench
+        batch = self.eval_batch(batch_independent)
         model = open_model(onnx_path, tokenizer_json, spec, threads=work_threads())
-        metrics = self.evaluation.artifact(model, name, teacher_outputs, model_config)
-        latency = {
-            profile.name: bench_onnx(onnx_path, tokenizer_json, spec, profile, self.bench_texts,
-                                     batch=bench.batch, seq=bench.seq, warmup=bench.warmup, runs=bench.runs,
-                                     max_seconds=bench.max_seconds)
-            for profile in self.profiles
-        }
-        rss = peak_rss_onnx(onnx_path, tokenizer_json, spec, threads=self.profile.threads,
-                            batch=bench.batch, seq=bench.seq, texts=self.bench_texts, cores=self.profile.cores)
+        metrics = self.evaluation.artifact(model, name, teacher_outputs, model_config, batch)
+        latency = {}
+        with self._timing(name) as advance:
+            for profile in self.profiles:
+                latency[profile.name] = bench_onnx(onnx_path, tokenizer_json, spec, profile, self.bench_texts,
+                                                   batch=bench.batch, seq=bench.seq, warmup=bench.warmup,
+                                                   runs=bench.runs, max_seconds=bench.max_seconds)
+                advance(1)
+        with steps(f"peak memory of {name} (a fresh process)", 1) as advance:
+            rss = peak_rss_onnx(onnx_path, tokenizer_json, spec, threads=self.profile.threads,
+                                batch=bench.batch, seq=bench.seq, texts=self.bench_texts, cores=self.profile.cores)
+            advance(1)
         files = [onnx_path, tokenizer_json]  # measure_size adds external data files
-        return self._result(name, description, files, latency, rss, metrics, reference)
+        result = self._result(name, description, files, latency, rss, metrics, reference)
+        result.eval_batch = batch
+        return result
 
     def _result(self, name, description, files, latency: dict[str, LatencyStats], rss, metrics,
                 reference: bool = False) -> StageResult:

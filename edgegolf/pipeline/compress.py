@@ -148,7 +148,11 @@ def compress(
         from edgegolf.compression.prune import check_prune_fits
 
         check_prune_fits(recipe_.prune, config)
-    split = adapter.load_split(recipe_.evaluate)  # the task decides what its data looks like (causal-lm: .txt)
+    # the task decides what its data looks like (causal-lm: .txt). The limit shrinks only what is
+    # scored: a subset of the whole split's test half, so never a text the stages calibrated or
+    # trained on (they work on the whole split's train half).
+    scored = adapter.load_split(recipe_.evaluate)
+    split = adapter.load_split(replace(recipe_.evaluate, limit=0)) if adapter.eval_limit(recipe_.evaluate) else scored
     log.info("compressing %s (%s) for %s on device profile %s", src.name, type(config).__name__, task_name,
              profile.name)
 
@@ -157,7 +161,7 @@ def compress(
                       max_length=recipe_.export.max_length, atol=recipe_.export.atol,
                       calibration_size=recipe_.evaluate.calibration_size, trust_remote_code=trust_remote_code,
                       allow_pickle=allow_pickle, work=writer.work)
-        measurer = Measurer(Evaluation(adapter, split), recipe_.bench, profile)
+        measurer = Measurer(Evaluation(adapter, scored, recipe_.evaluate.batch), recipe_.bench, profile)
         outcome = run_stages(STAGES, recipe_, ctx, measurer, cache)
         stages = outcome.results + run_references(recipe_.evaluate.compare, outcome.artifact, outcome.results,
                                                   replace(ctx, teacher=outcome.teacher), measurer)
@@ -174,7 +178,7 @@ def compress(
         })
         log.info("verdict: %s", result.verdict.summary())
 
-        manifest = build_manifest(result, outcome, split, trust_remote_code=trust_remote_code,
+        manifest = build_manifest(result, outcome, scored, trust_remote_code=trust_remote_code,
                                   allow_pickle=allow_pickle, seconds=time.perf_counter() - started)
         _fill_bundle(writer.staging, result, outcome.artifact, manifest)
         write_layouts(writer.staging, manifest, recipe_.export.layout)  # before the manifest: its hashes cover them

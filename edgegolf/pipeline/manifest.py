@@ -34,7 +34,10 @@ def build_manifest(result: "CompressResult", outcome: "Outcome", split: Split, *
         "export": {"exporter": recipe.export.exporter, "opset": recipe.export.opset,
                    "max_abs_diff": artifact.export_report.max_abs_diff, "atol": recipe.export.atol},
         "evaluation": {"data": recipe.evaluate.data, "train_texts": len(split.train), "test_texts": len(split.test),
-                       "classes": sorted(set(split.train.labels) | set(split.test.labels)), "batch": 1,
+                       "classes": sorted(set(split.train.labels) | set(split.test.labels)),
+                       # texts per padded batch each stage was evaluated at (1: one at a time)
+                       "batch": {s.name: s.eval_batch for s in result.stages},
+                       "limit": recipe.evaluate.limit,
                        "accuracy_meaning": get_task(result.task).accuracy_meaning},
         "stages": {s.name: s.summary() for s in result.stages},
         "stage_order": [s.name for s in result.stages],  # the declared flow's order (JSON readers may sort keys)

@@ -180,7 +180,8 @@ def _run(stage: Stage, before: Artifact | None, config: Any, ctx: Context, measu
         artifact = replace(artifact, outputs=outputs)
     elif stage.measure and new_graph:
         result = measurer.graph(stage.measure, stage.description, artifact.graph, artifact.tokenizer_json,
-                                artifact.spec, teacher_outputs=ctx.teacher.outputs, model_config=artifact.model.config)
+                                artifact.spec, teacher_outputs=ctx.teacher.outputs, model_config=artifact.model.config,
+                                batch_independent=stage.batch_independent(config))
     if stage.review is not None:
         artifact, more = stage.review(Made(before, artifact, config, measured, result, earlier, ctx))
         measured.update(more)
@@ -198,7 +199,7 @@ def run_references(names: Iterable[str], artifact: Artifact, results: list[Stage
         path, description = REFERENCES[name](artifact.fp32, ctx.work)  # the recipe lets only known names through
         result = measurer.graph(name, description, path, artifact.tokenizer_json, artifact.spec,
                                 teacher_outputs=ctx.teacher.outputs, model_config=artifact.model.config,
-                                reference=True)
+                                reference=True)  # references are dynamic int8 today: evaluated one text at a time
         result.notes.append(f"reference only; p50 {result.latency.p50_ms / fp32.latency.p50_ms:.2f}x the fp32 export")
         made.append(result)
     return made

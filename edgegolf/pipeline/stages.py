@@ -108,6 +108,9 @@ class Stage:
     settings: Callable[[Any, Artifact], dict[str, Any]] = lambda config, artifact: _plain(config)
     reads: Callable[[Context], list[Path]] | None = None  # default: the input graph
     wrote: Callable[[Artifact], list[Path]] | None = None  # default: the output graph, when new
+    # whether its graph's outputs for a text are the same alone or in a padded batch: then it
+    # is evaluated in batches (edgegolf/measure/evaluate.py)
+    batch_independent: Callable[[Any], bool] = lambda config: True
 
 
 # --- load ----------------------------------------------------------------------------------
@@ -303,7 +306,8 @@ STAGES: tuple[Stage, ...] = (
           settings=lambda config, artifact: {"mode": config.mode}),
     # not cached: its graph is the bundle's, and a search never repeats a trial's settings
     Stage("quantize", quantize, config=lambda recipe, ctx: recipe.quantize, group=None,
-          measure="quantized", review=_describe_quantized, settings=_quant_settings),
+          measure="quantized", review=_describe_quantized, settings=_quant_settings,
+          batch_independent=lambda config: getattr(type(config), "batch_independent", False)),  # the scheme's word
 )
 
 

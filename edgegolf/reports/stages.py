@@ -105,6 +105,12 @@ def table_columns(stages: list[dict[str, Any]]) -> list[str]:
     return [*COLUMNS, *(METRIC_COLUMNS[key][0] for key in metric_keys(stages))]
 
 
+def _interval(metrics: dict[str, Any]) -> str:
+    """The accuracy's 95 % interval where the manifest has one (edgegolf/measure/evaluate.py)."""
+    low, high = metrics.get("accuracy_ci95_low"), metrics.get("accuracy_ci95_high")
+    return "" if low is None or high is None else f" [{low:.1f}, {high:.1f}]"
+
+
 def stage_rows(stages: list[dict[str, Any]]) -> list[list[str]]:
     """One row per stage, in the order given (bundle_view's: pipeline order)."""
     extra = metric_keys(stages)
@@ -122,7 +128,7 @@ def stage_rows(stages: list[dict[str, Any]]) -> list[list[str]]:
             _num(None if s["zstd_bytes"] is None else s["zstd_bytes"] / MB, ".1f"),
             _num(lat.get("p50_ms"), ".2f"), _num(lat.get("p90_ms"), ".2f"), _num(lat.get("p99_ms"), ".2f"),
             _num(s["peak_rss_bytes"] / MB if s["peak_rss_bytes"] else None, ".0f"),
-            fidelity, _num(s["accuracy"], ".2f"),
+            fidelity, _num(s["accuracy"], ".2f") + _interval(m),
             *(_metric_cell(key, m) for key in extra),
         ])
     return rows

@@ -10,13 +10,15 @@ grouped into chunks of at least CHUNK_CHARS characters; the last test_fraction o
 is held out, the rest is the train split (calibration, distillation).
 
 Budget: scoring costs tokens, not texts, so `evaluate.limit` (`--eval-limit`) is for this task
-the number of scored tokens (0: DEFAULT_TOKEN_BUDGET). The held-out texts are taken in order
+the number of scored tokens (unset: DEFAULT_TOKEN_BUDGET; 0: every held-out token). The held-out texts are taken in order
 until the budget is spent, the last one cut at a token end (see `TokenBudget`); every model
 scores the same cut texts, so their bytes match. Bits/byte comes with a 95% interval from a
 seeded bootstrap over the scored texts (paired for the increase over the teacher).
 """
 
 from __future__ import annotations
+
+import sys
 
 from dataclasses import replace
 from pathlib import Path
@@ -44,7 +46,7 @@ from edgegolf.tasks.losses import HIDDEN_SEQUENCE_DIMS
 from edgegolf.tasks.registry import register_task
 
 CHUNK_CHARS = 2000
-DEFAULT_TOKEN_BUDGET = 32_768  # scored tokens when evaluate.limit is 0: a 135M model scores them in minutes
+DEFAULT_TOKEN_BUDGET = 32_768  # scored tokens when evaluate.limit is unset: a 135M model scores them in minutes
 # The held-out texts are cut to about this many characters per budgeted token before any tokenizer
 # is known (English BPE runs about 4 characters a token); the exact cut is made in tokens later.
 CHARS_PER_TOKEN_BOUND = 12
@@ -61,6 +63,7 @@ class CausalLM(TaskAdapter):
     auto_class = "AutoModelForCausalLM"
     output_names = ("logits",)
     scores_train = False  # only the held-out texts are scored
+    default_eval_limit = DEFAULT_TOKEN_BUDGET  # evaluate.limit counts scored tokens here
     optimizable = False  # onnxruntime's transformer fusions are not verified on the cached graph: skipped
 
     @classmethod
@@ -70,7 +73,8 @@ class CausalLM(TaskAdapter):
     # --- data ---------------------------------------------------------------------------
     def load_split(self, settings) -> Split:
         """The texts of `settings.data`, the held-out ones cut to the token budget (`settings.limit`)."""
-        self.budget = TokenBudget(int(settings.limit or DEFAULT_TOKEN_BUDGET))
+        limit = self.eval_limit(settings)
+        self.budget = TokenBudget(limit if limit else sys.maxsize)  # 0: every held-out token
         split = self._whole_split(settings)
         return Split(split.train, self.budget.texts_for(split.test))
 

@@ -29,6 +29,7 @@ class FeatureExtraction(TaskAdapter):
     accuracy_meaning = "linear-probe accuracy on frozen embeddings"
     auto_class = "AutoModel"
     output_names = ("last_hidden_state",)
+    batch_independent = True  # mean pooling over the attention mask: padding never reaches a text's embedding
 
     head: SentenceHead = DEFAULT_HEAD  # what comes after the transformer (read_source sets a folder's own)
 
@@ -60,6 +61,13 @@ class FeatureExtraction(TaskAdapter):
 
     def artifact_item(self, runtime_model: TaskModel, text: str) -> np.ndarray:
         return runtime_model.embed([text])[0]
+
+    def teacher_rows(self, model, encoder: TextEncoder, texts: list[str]) -> np.ndarray:
+        feeds = encoder.encode(texts)
+        return pool(self.torch_outputs(model, feeds)[0], feeds["attention_mask"], encoder.spec)
+
+    def artifact_rows(self, runtime_model: TaskModel, texts: list[str]) -> np.ndarray:
+        return runtime_model.embed(texts, batch_size=len(texts))
 
     # --- distillation -------------------------------------------------------------------
     def check_distill_pair(self, teacher_config, student_config) -> None:
@@ -105,18 +113,29 @@ class FeatureExtraction(TaskAdapter):
         return loss, parts
 
     def score(self, teacher: Outputs, candidate: Outputs, split: Split, model_config) -> dict[str, float]:
+        return self.judge(teacher, candidate, split, model_config)[0]
+
+    def judge(self, teacher: Outputs, candidate: Outputs, split: Split, model_config
+              ) -> tuple[dict[str, float], np.ndarray]:
         cosine = cosine_rows(teacher.all, candidate.all)
+        correct = linear_probe_correct(candidate.train, split.train.labels, candidate.test, split.test.labels)
         return {
-            "accuracy": 100.0 * linear_probe_accuracy(candidate.train, split.train.labels, candidate.test, split.test.labels),
+            "accuracy": 100.0 * float(correct.mean()),
             "fidelity_mean_cosine": float(cosine.mean()),
             "fidelity_min_cosine": float(cosine.min()),
-        }
+        }, correct
 
 
-def linear_probe_accuracy(train_x, train_y, test_x, test_y) -> float:
-    """Logistic regression on frozen embeddings; deterministic (lbfgs, fixed settings)."""
+def linear_probe_correct(train_x, train_y, test_x, test_y) -> np.ndarray:
+    """Whether a logistic-regression probe on frozen embeddings gets each test text right;
+    deterministic (lbfgs, fixed settings)."""
     from sklearn.linear_model import LogisticRegression
 
     probe = LogisticRegression(max_iter=2000, C=10.0)
     probe.fit(train_x, list(train_y))
-    return float(probe.score(test_x, list(test_y)))
+    return np.asarray(probe.predict(test_x)) == np.asarray(list(test_y))
+
+
+def linear_probe_accuracy(train_x, train_y, test_x, test_y) -> float:
+    """The probe's accuracy (0-1) on the test texts."""
+    return float(linear_probe_correct(train_x, train_y, test_x, test_y).mean())

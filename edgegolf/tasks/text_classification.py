@@ -28,6 +28,7 @@ class TextClassification(TaskAdapter):
     runtime_model = ClassificationModel
     auto_class = "AutoModelForSequenceClassification"
     output_names = ("logits",)
+    batch_independent = True  # the padding mask keeps texts apart; the head reads each text's own tokens
 
     @classmethod
     def claims(cls, architecture: str) -> bool:
@@ -48,6 +49,12 @@ class TextClassification(TaskAdapter):
 
     def artifact_item(self, runtime_model: TaskModel, text: str) -> np.ndarray:
         return runtime_model.logits([text])[0]
+
+    def teacher_rows(self, model, encoder: TextEncoder, texts: list[str]) -> np.ndarray:
+        return self.torch_outputs(model, encoder.encode(texts))[0]
+
+    def artifact_rows(self, runtime_model: TaskModel, texts: list[str]) -> np.ndarray:
+        return runtime_model.logits(texts, batch_size=len(texts))
 
     # --- distillation -------------------------------------------------------------------
     def distill_view(self, outputs, attention_mask: torch.Tensor, config, layers: list[int] | None
@@ -97,6 +104,10 @@ class TextClassification(TaskAdapter):
         return loss, parts
 
     def score(self, teacher: Outputs, candidate: Outputs, split: Split, model_config) -> dict[str, float]:
+        return self.judge(teacher, candidate, split, model_config)[0]
+
+    def judge(self, teacher: Outputs, candidate: Outputs, split: Split, model_config
+              ) -> tuple[dict[str, float], np.ndarray]:
         names = model_labels(model_config)
         predicted = candidate.test.argmax(axis=1)
         metrics = {
@@ -105,13 +116,15 @@ class TextClassification(TaskAdapter):
         }
         truth = np.array(class_ids(names, split.test.labels))
         if len(truth) and (truth >= 0).all():
-            metrics["accuracy"] = 100.0 * float(np.mean(predicted == truth))
+            correct = predicted == truth
+            metrics["accuracy"] = 100.0 * float(np.mean(correct))
             metrics["macro_f1"] = 100.0 * macro_f1(truth, predicted)
         else:
             # Without matching label names accuracy is undefined; agreement stands in for it.
+            correct = teacher.all.argmax(axis=1) == candidate.all.argmax(axis=1)
             metrics["accuracy"] = metrics["agreement"]
             metrics["accuracy_is_agreement"] = 1.0
-        return metrics
+        return metrics, correct
 
 
 def class_ids(names: tuple[str, ...], labels) -> list[int]:

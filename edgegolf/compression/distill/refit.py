@@ -25,6 +25,7 @@ import torch
 log = logging.getLogger(__name__)
 
 RIDGE = 1e-4  # relative to the mean diagonal of X^T X: keeps the solve stable on few tokens
+REFIT_BATCH = 32  # texts per forward pass
 
 
 def _refit_points(model) -> list[list[Any]] | None:
@@ -67,29 +68,63 @@ def _capture_inputs(module, run) -> tuple[torch.Tensor, ...]:
     return _capture_all([module], run)[0]
 
 
-def _solve(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weight [out, in] and bias [out] minimising ||x W^T + b - y||^2 (+ a small ridge)."""
-    x = torch.cat([x.double(), torch.ones(x.shape[0], 1, dtype=torch.float64)], dim=1)
-    gram = x.T @ x
-    ridge = RIDGE * gram.diagonal().mean()
-    solution = torch.linalg.solve(gram + ridge * torch.eye(gram.shape[0], dtype=torch.float64), x.T @ y.double())
-    return solution[:-1].T.float(), solution[-1].float()
+class _Normal:
+    """The normal equations of one least-squares fit, summed over batches of tokens: a refit on
+    many texts never holds more than one batch's activations (512 texts x 128 tokens at once
+    would hold gigabytes of a large model's)."""
+
+    def __init__(self):
+        self.gram: torch.Tensor | None = None  # [x 1]^T [x 1]
+        self.cross: torch.Tensor | None = None  # [x 1]^T y
+        self.yy = 0.0
+
+    def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        xa = torch.cat([x.double(), torch.ones(x.shape[0], 1, dtype=torch.float64)], dim=1)
+        gram, cross = xa.T @ xa, xa.T @ y.double()
+        self.gram = gram if self.gram is None else self.gram + gram
+        self.cross = cross if self.cross is None else self.cross + cross
+        self.yy += float(y.double().pow(2).sum())
+
+    def error(self, solution: torch.Tensor) -> float:
+        """||[x 1] solution - y||^2 / ||y||^2, from the sums alone."""
+        assert self.gram is not None and self.cross is not None
+        sq = (solution * (self.gram @ solution)).sum() - 2 * (solution * self.cross).sum() + self.yy
+        return float(sq) / self.yy
+
+    def solve(self) -> torch.Tensor:
+        """[in + 1, out]: the weight (transposed) above the bias minimising the error (+ a small ridge)."""
+        assert self.gram is not None and self.cross is not None
+        ridge = RIDGE * self.gram.diagonal().mean()
+        eye = torch.eye(self.gram.shape[0], dtype=torch.float64)
+        return torch.linalg.solve(self.gram + ridge * eye, self.cross)
 
 
-def _fit_projection(linear: torch.nn.Linear, inputs: torch.Tensor, target: torch.Tensor) -> tuple[float, float]:
-    """Refit `linear` so that linear(inputs) ~ target; returns the relative error before and after."""
+def _as_solution(linear: torch.nn.Linear) -> torch.Tensor:
+    bias = linear.bias if linear.bias is not None else torch.zeros(linear.out_features)
+    return torch.cat([linear.weight.T, bias[None, :]]).double()
+
+
+def _fit_projection(linear: torch.nn.Linear, normal: _Normal) -> tuple[float, float]:
+    """Refit `linear` to the fit `normal` sums up; returns the relative error before and after."""
     with torch.no_grad():
-        before = float((linear(inputs) - target).pow(2).sum() / target.pow(2).sum())
-        weight, bias = _solve(inputs, target)
-        linear.weight.copy_(weight)
+        before = normal.error(_as_solution(linear))
+        solution = normal.solve()
+        linear.weight.copy_(solution[:-1].T.float())
         if linear.bias is not None:
-            linear.bias.copy_(bias)
-        after = float((linear(inputs) - target).pow(2).sum() / target.pow(2).sum())
+            linear.bias.copy_(solution[-1].float())
+        after = normal.error(_as_solution(linear))
     return before, after
 
 
-def refit_pruned_layers(teacher, student, batch: dict[str, torch.Tensor], layer_map: list[int]) -> dict[str, Any]:
-    """Refit `student` in place on the tokens of `batch` (fed to both models; same tokenizer).
+def _batches(batch: dict[str, torch.Tensor], size: int) -> list[dict[str, torch.Tensor]]:
+    rows = batch["attention_mask"].shape[0]
+    return [{name: value[start:start + size] for name, value in batch.items()} for start in range(0, rows, size)]
+
+
+def refit_pruned_layers(teacher, student, batch: dict[str, torch.Tensor], layer_map: list[int], *,
+                        batch_size: int = REFIT_BATCH) -> dict[str, Any]:
+    """Refit `student` in place on the tokens of `batch` (fed to both models; same tokenizer),
+    `batch_size` texts per forward pass.
 
     `layer_map[i]` is the teacher layer whose LayerNorm inputs student layer i should reproduce.
     Returns {"refitted": bool, "layers": [{"layer", "teacher_layer", "attention": [before, after],
@@ -99,23 +134,26 @@ def refit_pruned_layers(teacher, student, batch: dict[str, torch.Tensor], layer_
     if s_layers is None or t_layers is None or len(layer_map) != len(s_layers):
         log.info("refit skipped: %s is not a BERT-style encoder", type(student).__name__)
         return {"refitted": False, "reason": f"{type(student).__name__} is not a BERT-style post-LayerNorm encoder"}
-    mask = batch["attention_mask"].bool()
+    parts = _batches(batch, batch_size)
     was_training = student.training
     student.eval()
     records = []
     with torch.no_grad():
-        # the teacher's sums entering every LayerNorm of each mapped layer, in one pass
-        norms = [point.norm for t in layer_map for point in t_layers[t]]
-        sums = iter([args[0][mask] for args in _capture_all(norms, lambda: teacher(**batch))])
         for index, (points, t_index) in enumerate(zip(s_layers, layer_map)):
             record: dict[str, Any] = {"layer": index, "teacher_layer": t_index}
-            for point in points:  # in forward order: each fit sees the repaired sublayers before it
-                target = next(sums)
-                x, residual = _capture_inputs(point.block_output, lambda: student(**batch))[:2]
-                record[point.name] = list(_fit_projection(point.projection, x[mask], target - residual[mask]))
+            # in forward order: each fit sees the repaired sublayers before it
+            for point, t_point in zip(points, t_layers[t_index]):
+                normal = _Normal()
+                for part in parts:
+                    mask = part["attention_mask"].bool()
+                    # the sum entering the teacher's LayerNorm; the student's projection input and residual
+                    target = _capture_inputs(t_point.norm, lambda: teacher(**part))[0][mask]
+                    x, residual = _capture_inputs(point.block_output, lambda: student(**part))[:2]
+                    normal.add(x[mask], target - residual[mask])
+                record[point.name] = list(_fit_projection(point.projection, normal))
             records.append(record)
             log.info("refit layer %d (teacher layer %d): %s", index, t_index,
                      ", ".join(f"{name} error {before:.3f} -> {after:.3f}"
                                for name, value in record.items() if isinstance(value, list) for before, after in [value]))
     student.train(was_training)
-    return {"refitted": True, "layers": records, "tokens": int(mask.sum())}
+    return {"refitted": True, "layers": records, "tokens": int(batch["attention_mask"].bool().sum())}
