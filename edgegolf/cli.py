@@ -115,8 +115,8 @@ def compress(
     label_column: Annotated[Optional[str], typer.Option(
         help="The label column of a .csv/.jsonl/.parquet --data file (default: label).")] = None,
     eval_limit: Annotated[Optional[int], typer.Option(
-        help="Score a stratified subset of N texts (default 600; the accuracy is shown with its 95% interval); "
-             "0 scores every text.")] = None,
+        help="Score a stratified subset of N texts (default 600; the accuracy is shown with its 95% interval; "
+             "for a causal LM, N scored tokens, default 32,768); 0 scores everything.")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
     trust_remote_code: Annotated[bool, typer.Option(
         help="Run code shipped with the model (recorded in the manifest).")] = False,
@@ -255,8 +255,8 @@ def search_command(
     recipe: Annotated[Optional[Path], typer.Option(help="Base recipe TOML (evaluate, bench, export settings).")] = None,
     device: Annotated[Optional[str], typer.Option(help="Device profile for latency, e.g. cpu-1.")] = None,
     eval_limit: Annotated[Optional[int], typer.Option(
-        help="Score a stratified subset of N texts (default 600; the accuracy is shown with its 95% interval); "
-             "0 scores every text.")] = None,
+        help="Score a stratified subset of N texts (default 600; the accuracy is shown with its 95% interval; "
+             "for a causal LM, N scored tokens, default 32,768); 0 scores everything.")] = None,
     distill: Annotated[Optional[str], typer.Option(
         help="Offer distillation of pruned students with these settings, e.g. 'steps=300' (a choice per trial).")] = None,
     sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe | nsga2 (both multi-objective, constrained).")] = "tpe",

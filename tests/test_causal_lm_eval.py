@@ -60,14 +60,16 @@ def test_the_token_budget_holds_for_teacher_and_artifact_on_the_same_bytes(llama
     assert BUDGET < bigger.test[:, 1].sum() <= 2 * BUDGET
 
 
-def test_limit_zero_means_the_default_token_budget_on_bbc_news():
+def test_an_unset_limit_means_the_default_token_budget_and_zero_every_token_on_bbc_news():
     from edgegolf.tasks import get_task
 
     adapter = get_task("causal-lm")
-    split = adapter.load_split(EvaluateSettings(limit=0))
+    split = adapter.load_split(EvaluateSettings())
     assert adapter.budget.tokens == DEFAULT_TOKEN_BUDGET
     full = adapter.load_split(EvaluateSettings(limit=10 ** 9))
     assert len(split.train) == len(full.train) and 0 < len(split.test) < len(full.test)
+    everything = adapter.load_split(EvaluateSettings(limit=0))
+    assert everything.test.texts == full.test.texts
 
 
 def test_bits_per_byte_interval_is_seeded_and_narrows_with_more_texts():
