@@ -38,11 +38,11 @@ def test_the_default_subset_scores_only_texts_of_the_whole_splits_test_half():
     from edgegolf.recipe import EvaluateSettings
     from edgegolf.tasks import get_task
 
-    settings = EvaluateSettings()
-    assert settings.limit > 0  # the default scores a subset
-    scored = get_task("feature-extraction").load_split(settings)
+    settings, adapter = EvaluateSettings(), get_task("feature-extraction")
+    assert settings.limit is None and adapter.eval_limit(settings) == 600  # the default scores a subset
+    scored = adapter.load_split(settings)
     whole = default_split()
-    assert len(scored.train) + len(scored.test) == pytest.approx(settings.limit, abs=5)
+    assert len(scored.train) + len(scored.test) == pytest.approx(adapter.eval_limit(settings), abs=5)
     # (BBC News repeats a few articles, so the whole split's halves share some texts already)
     assert set(scored.test.texts) <= set(whole.test.texts)
     assert len(scored.test) < len(whole.test)
