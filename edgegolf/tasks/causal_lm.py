@@ -214,6 +214,9 @@ class CausalLM(TaskAdapter):
         low, high = bits_per_byte_interval(candidate.test)
         increase_low, increase_high = bits_per_byte_interval(candidate.test, teacher.test)
         budget = getattr(self, "budget", None)
+        spent_budget = float("nan") if budget is None else float(budget.tokens)
+        if budget is not None and budget.tokens == sys.maxsize:  # evaluate.limit 0: every held-out token
+            spent_budget = float(mine.tokens)
         return {
             "accuracy": 100.0 * mine.accuracy,  # next-token top-1
             "bits_per_byte": mine.bits_per_byte,
@@ -223,7 +226,7 @@ class CausalLM(TaskAdapter):
             "scored_tokens": float(mine.tokens),
             "scored_bytes": float(mine.bytes),
             "scored_texts": float(np.count_nonzero(np.asarray(candidate.test).reshape(-1, 4)[:, 1])),
-            "token_budget": float(budget.tokens) if budget is not None else float("nan"),
+            "token_budget": spent_budget,
             "bits_per_byte_ci_low": low,  # 95% bootstrap interval over the scored texts
             "bits_per_byte_ci_high": high,
             "bits_per_byte_increase_ci_low": increase_low,  # paired: the same resampled texts for both
