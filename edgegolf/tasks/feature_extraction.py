@@ -63,7 +63,7 @@ class FeatureExtraction(TaskAdapter):
         return runtime_model.embed([text])[0]
 
     def teacher_rows(self, model, encoder: TextEncoder, texts: list[str]) -> np.ndarray:
-        feeds = encoder.encode(texts)
+        feeds = encoder.encode(prompted(list(texts), encoder.spec))  # the default prompt, as teacher_item
         return pool(self.torch_outputs(model, feeds)[0], feeds["attention_mask"], encoder.spec)
 
     def artifact_rows(self, runtime_model: TaskModel, texts: list[str]) -> np.ndarray:
