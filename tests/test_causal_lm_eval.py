@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from edgegolf.measure.evaluate import Evaluation
 from edgegolf.recipe import EvaluateSettings
 from edgegolf.runtime.tokenize import make_tokenizer
 from edgegolf.tasks.base import Outputs
@@ -43,10 +45,10 @@ def test_the_token_budget_holds_for_teacher_and_artifact_on_the_same_bytes(llama
     whole = adapter.load_split(EvaluateSettings(data=str(bbc_txt), limit=10 ** 9))
     assert len(split.train) == len(whole.train)  # the budget cuts only what is scored
     assert 1 <= len(split.test) < len(whole.test) and split.test.texts == whole.test.texts[:len(split.test)]
-    adapter.load_split(EvaluateSettings(data=str(bbc_txt), limit=BUDGET))  # budget of the split scored below
-    teacher = scored(adapter, lambda t: adapter.teacher_item(model, encoder, t), split.test.texts)
-    artifact = scored(adapter, lambda t: adapter.artifact_item(lm, t), split.test.texts)
-    mine, theirs = adapter.score(teacher, artifact, split, model.config), adapter.score(teacher, teacher, split, None)
+    scorer = adapter.for_split(split)  # the budget of the split scored below
+    teacher = scored(scorer, lambda t: scorer.teacher_item(model, encoder, t), split.test.texts)
+    artifact = scored(scorer, lambda t: scorer.artifact_item(lm, t), split.test.texts)
+    mine, theirs = scorer.score(teacher, artifact, split, model.config), scorer.score(teacher, teacher, split, None)
     assert mine["scored_tokens"] == theirs["scored_tokens"] == BUDGET == mine["token_budget"]
     assert mine["scored_bytes"] == theirs["scored_bytes"] > BUDGET  # the same bytes, several per token
     assert mine["scored_texts"] == 16  # spread over MIN_TEXTS texts, at most ceil(700 / 16) tokens each
@@ -55,9 +57,25 @@ def test_the_token_budget_holds_for_teacher_and_artifact_on_the_same_bytes(llama
     assert mine["bits_per_byte_ci_low"] < mine["bits_per_byte"] < mine["bits_per_byte_ci_high"]
     assert abs(mine["bits_per_byte_increase_ci_low"]) < 1e-4 and abs(mine["bits_per_byte_increase_ci_high"]) < 1e-4
     # a larger budget scores more: the cap, not the data, was what stopped it
-    adapter.load_split(EvaluateSettings(data=str(bbc_txt), limit=2 * BUDGET))
-    bigger = scored(adapter, lambda t: adapter.artifact_item(lm, t), split.test.texts)
+    larger = adapter.for_split(adapter.load_split(EvaluateSettings(data=str(bbc_txt), limit=2 * BUDGET)))
+    bigger = scored(larger, lambda t: larger.artifact_item(lm, t), split.test.texts)
     assert BUDGET < bigger.test[:, 1].sum() <= 2 * BUDGET
+
+
+@pytest.mark.parametrize("scored_first", [True, False])
+def test_the_recorded_token_budget_is_the_scored_splits_whatever_was_loaded_after_it(llama, bbc_txt, scored_first):
+    """compress loads the scored split and the whole one in either order: each split carries its own budget."""
+    adapter, model, _, encoder = llama
+    scored_settings = EvaluateSettings(data=str(bbc_txt), limit=BUDGET)
+    if scored_first:
+        split = adapter.load_split(scored_settings)
+        adapter.load_split(replace(scored_settings, limit=0))  # the whole split, loaded after
+    else:
+        adapter.load_split(replace(scored_settings, limit=0))
+        split = adapter.load_split(scored_settings)
+    outputs, metrics = Evaluation(adapter, split).teacher(model, encoder)
+    assert metrics["token_budget"] == BUDGET == metrics["scored_tokens"] == outputs.test[:, 1].sum()
+    assert adapter.budget is None  # loading a split leaves the shared adapter as it was
 
 
 def test_an_unset_limit_means_the_default_token_budget_and_zero_every_token_on_bbc_news():
@@ -65,7 +83,7 @@ def test_an_unset_limit_means_the_default_token_budget_and_zero_every_token_on_b
 
     adapter = get_task("causal-lm")
     split = adapter.load_split(EvaluateSettings())
-    assert adapter.budget.tokens == DEFAULT_TOKEN_BUDGET
+    assert split.budget.tokens == DEFAULT_TOKEN_BUDGET
     full = adapter.load_split(EvaluateSettings(limit=10 ** 9))
     assert len(split.train) == len(full.train) and 0 < len(split.test) < len(full.test)
     everything = adapter.load_split(EvaluateSettings(limit=0))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import os
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
 
@@ -134,20 +135,25 @@ class Evaluation:
         stacked = np.stack(rows)  # type: ignore[arg-type]
         return Outputs(stacked[:n] if n else np.zeros((0, *stacked.shape[1:])), stacked[n:])
 
+    @cached_property
+    def scorer(self) -> "TaskAdapter":
+        """The adapter bound to this split (causal-lm: its token budget): what every row and score comes from."""
+        return self.adapter.for_split(self.split)
+
     def teacher_batch(self) -> int:
         """The teacher's evaluation batch: PyTorch fp32 with a padding mask does not mix texts."""
         return self.batch if self.adapter.batch_independent else 1
 
     def teacher(self, model, encoder) -> tuple["Outputs", dict[str, float]]:
         """The PyTorch teacher's outputs (every later score's reference) and its metrics."""
-        outputs = self.outputs(lambda texts: self.adapter.teacher_rows(model, encoder, texts), "teacher",
+        outputs = self.outputs(lambda texts: self.scorer.teacher_rows(model, encoder, texts), "teacher",
                                self.teacher_batch())
-        metrics, outputs.correct = self.adapter.judge(outputs, outputs, self.split, model.config)
+        metrics, outputs.correct = self.scorer.judge(outputs, outputs, self.split, model.config)
         return outputs, with_intervals(metrics, outputs.correct, None)
 
     def artifact(self, runtime_model, label: str, teacher: "Outputs", model_config: Any, batch: int = 1
                  ) -> dict[str, float]:
         """Metrics of an ONNX artifact opened through the runtime, against the teacher's outputs."""
-        outputs = self.outputs(lambda texts: self.adapter.artifact_rows(runtime_model, texts), label, batch)
-        metrics, correct = self.adapter.judge(teacher, outputs, self.split, model_config)
+        outputs = self.outputs(lambda texts: self.scorer.artifact_rows(runtime_model, texts), label, batch)
+        metrics, correct = self.scorer.judge(teacher, outputs, self.split, model_config)
         return with_intervals(metrics, correct, getattr(teacher, "correct", None))

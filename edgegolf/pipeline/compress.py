@@ -151,10 +151,8 @@ def compress(
     # the task decides what its data looks like (causal-lm: .txt). The limit shrinks only what is
     # scored: a subset of the whole split's test half, so never a text the stages calibrated or
     # trained on (they work on the whole split's train half).
-    # (the scored split is loaded last: the causal-lm adapter keeps the token budget of its last split)
-    whole = adapter.load_split(replace(recipe_.evaluate, limit=0)) if adapter.eval_limit(recipe_.evaluate) else None
     scored = adapter.load_split(recipe_.evaluate)
-    split = whole if whole is not None else scored
+    split = adapter.load_split(replace(recipe_.evaluate, limit=0)) if adapter.eval_limit(recipe_.evaluate) else scored
     log.info("compressing %s (%s) for %s on device profile %s", src.name, type(config).__name__, task_name,
              profile.name)
 

@@ -81,6 +81,11 @@ class TaskAdapter:
         return stratified_split(data, test_fraction=settings.test_fraction, seed=settings.seed,
                                 limit=self.eval_limit(settings) or None)
 
+    def for_split(self, split: Split) -> "TaskAdapter":
+        """The adapter that scores `split`: itself, unless the split carries how its texts are
+        scored (causal-lm: its token budget), which the returned adapter then applies."""
+        return self
+
     def eval_limit(self, settings) -> int:
         """What `evaluate.limit` means for this task: unset is the task's default, 0 everything."""
         return self.default_eval_limit if settings.limit is None else settings.limit

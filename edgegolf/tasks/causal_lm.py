@@ -18,9 +18,9 @@ seeded bootstrap over the scored texts (paired for the increase over the teacher
 
 from __future__ import annotations
 
+import copy
 import sys
-
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -70,13 +70,23 @@ class CausalLM(TaskAdapter):
     def claims(cls, architecture: str) -> bool:
         return architecture.endswith(("ForCausalLM", "LMHeadModel"))
 
+    budget: TokenBudget | None = None  # set only on the adapter for_split binds to a split
+
     # --- data ---------------------------------------------------------------------------
-    def load_split(self, settings) -> Split:
-        """The texts of `settings.data`, the held-out ones cut to the token budget (`settings.limit`)."""
+    def load_split(self, settings) -> BudgetedSplit:
+        """The texts of `settings.data`, the held-out ones cut to the token budget (`settings.limit`),
+        which the split carries: splits of other limits may be loaded before or after it."""
         limit = self.eval_limit(settings)
-        self.budget = TokenBudget(limit if limit else sys.maxsize)  # 0: every held-out token
+        budget = TokenBudget(limit if limit else sys.maxsize)  # 0: every held-out token
         split = self._whole_split(settings)
-        return Split(split.train, self.budget.texts_for(split.test))
+        return BudgetedSplit(split.train, budget.texts_for(split.test), budget)
+
+    def for_split(self, split: Split) -> CausalLM:
+        """This adapter with `split`'s token budget: its teacher_item and artifact_item cut each
+        text as that budget says (a split without one: every text whole)."""
+        bound = copy.copy(self)
+        bound.budget = split.budget if isinstance(split, BudgetedSplit) else None
+        return bound
 
     def _whole_split(self, settings) -> Split:
         path = Path(str(settings.data)).expanduser()
@@ -168,8 +178,7 @@ class CausalLM(TaskAdapter):
         return runtime_model.score_one(text, max_tokens=cap).to_row()
 
     def _budgeted(self, tokenizer, text: str) -> tuple[str, int | None]:
-        budget = getattr(self, "budget", None)
-        return (text, None) if budget is None else budget.cut(tokenizer, text)
+        return (text, None) if self.budget is None else self.budget.cut(tokenizer, text)
 
     def _untruncated(self, encoder: TextEncoder):
         cached = getattr(self, "_tokenizer_of", None)
@@ -213,7 +222,7 @@ class CausalLM(TaskAdapter):
         mine, theirs = LMScore.from_rows(candidate.test), LMScore.from_rows(teacher.test)
         low, high = bits_per_byte_interval(candidate.test)
         increase_low, increase_high = bits_per_byte_interval(candidate.test, teacher.test)
-        budget = getattr(self, "budget", None)
+        budget = split.budget if isinstance(split, BudgetedSplit) else None
         spent_budget = float("nan") if budget is None else float(budget.tokens)
         if budget is not None and budget.tokens == sys.maxsize:  # evaluate.limit 0: every held-out token
             spent_budget = float(mine.tokens)
@@ -250,6 +259,13 @@ def text_chunks(text: str, min_chars: int = CHUNK_CHARS) -> list[str]:
         else:
             chunks.append("\n\n".join(current))
     return chunks
+
+
+@dataclass(frozen=True)
+class BudgetedSplit(Split):
+    """A split whose held-out texts are scored under `budget` (what load_split cut them for)."""
+
+    budget: TokenBudget
 
 
 class TokenBudget:
