@@ -14,13 +14,12 @@ import torch
 
 import edgegolf
 from edgegolf.errors import DataError, InputError
-from edgegolf.export.causal import export_causal_lm
-from edgegolf.runtime import LMScore, load, open_model
+from edgegolf.runtime import LMScore, load
 from edgegolf.runtime.causal_lm import score_text, untruncated
 from edgegolf.runtime.spec import ModelSpec
 from edgegolf.tasks import get_task, infer_task
 from edgegolf.tasks.causal_lm import text_chunks
-from tests.builders.causal_lm import bbc_texts, save_tiny_lm
+from tests.builders.causal_lm import bbc_texts, export_tiny_lm, load_tiny_lm, save_tiny_lm
 from tests.builders.recipes import QUICK
 
 ARCHS = ("llama", "gpt2")
@@ -39,36 +38,11 @@ def bbc_txt(tmp_path_factory) -> Path:
     return path
 
 
-def loaded(folder: Path):
-    from transformers import AutoTokenizer
-
-    adapter = get_task("causal-lm")
-    model = adapter.load_model(folder)
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    return adapter, model, tokenizer
-
-
 @pytest.fixture(scope="module")
 def exports(tiny_lms, tmp_path_factory) -> dict[str, tuple]:
     """arch -> (torch model, runtime CausalLM over its verified export); shared: the tests only read them."""
-    return {arch: exported(folder, tmp_path_factory.mktemp(f"export-{arch}")) for arch, folder in tiny_lms.items()}
-
-
-def exported(folder: Path, tmp_path: Path):
-    """(torch model, runtime CausalLM) of an export of the tiny LM in `folder`."""
-    adapter, model, tokenizer = loaded(folder)
-    spec = adapter.model_spec(model, tokenizer, adapter.input_names(model, tokenizer), 64)
-    tokenizer.save_pretrained(str(tmp_path / "tok"))
-
-    def encode(texts):
-        batch = tokenizer(texts, padding=True, return_tensors="np")
-        return {k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
-
-    texts = list(bbc_texts()[:3])
-    report = export_causal_lm(model, tmp_path / "lm.onnx", sample_feeds=encode([t[:80] for t in texts[:2]]),
-                              verify_feeds=[encode([texts[0][:100]]), encode([texts[1][:150], texts[2][:30]])])
-    assert report.max_abs_diff < 1e-4
-    return model, open_model(tmp_path / "lm.onnx", tmp_path / "tok" / "tokenizer.json", spec, threads=1)
+    return {arch: export_tiny_lm(folder, tmp_path_factory.mktemp(f"export-{arch}"))
+            for arch, folder in tiny_lms.items()}
 
 
 def test_lm_architectures_mean_the_causal_lm_task(tiny_lms):
@@ -266,7 +240,7 @@ def test_lm_bundle_runs_without_torch(gpt2_bundle):
 
 
 def test_spec_round_trips_the_cache_description(tiny_lms):
-    adapter, model, tokenizer = loaded(tiny_lms["gpt2"])
+    adapter, model, tokenizer = load_tiny_lm(tiny_lms["gpt2"])
     spec = adapter.model_spec(model, tokenizer, adapter.input_names(model, tokenizer), 64)
     again = ModelSpec.from_dict(json.loads(json.dumps(spec.to_dict())))
     assert again == spec and again.extra["past_inputs"][:2] == ["past.0.key", "past.0.value"]
