@@ -120,8 +120,10 @@ class Family:
     name: ClassVar[str] = ""
     model_types: ClassVar[tuple[str, ...]] = ()
     layers_path: ClassVar[str] = ""  # from the base model to the nn.ModuleList of blocks
-    # layers / heads / kv_heads / ffn / hidden -> config attribute (kv_heads only with grouped-query attention)
-    config_keys: ClassVar[dict[str, str]] = {}
+    # layers / heads / kv_heads / ffn / hidden -> config attribute (kv_heads only with grouped-query attention);
+    # the default is the common Hugging Face names (BERT's): a family with other names gives its own
+    config_keys: ClassVar[dict[str, str]] = {"layers": "num_hidden_layers", "heads": "num_attention_heads",
+                                             "ffn": "intermediate_size", "hidden": "hidden_size"}
     stock_heads: ClassVar[bool] = False  # True when the stock class rebuilds a pruned head count from config alone
     vocab_pruning: ClassVar[bool] = True  # WordPiece vocabulary pruning is supported for this family's tokenizers
     ort_model_type: ClassVar[str] = "bert"  # onnxruntime.transformers.optimizer's name for its graphs
@@ -276,8 +278,7 @@ def family_for(config: Any) -> Family:
 class _Generic(Family):
     """The common Hugging Face config keys, for a model no family claims (reading only, never cutting)."""
 
-    config_keys = {"layers": "num_hidden_layers", "heads": "num_attention_heads", "kv_heads": "num_key_value_heads",
-                   "ffn": "intermediate_size"}
+    config_keys = {**Family.config_keys, "kv_heads": "num_key_value_heads"}
 
 
 def config_view(config: Any) -> ConfigView:

@@ -17,8 +17,6 @@ class BertFamily(Family):
     name = "bert"
     model_types = ("bert", "roberta")
     layers_path = "encoder.layer"
-    config_keys = {"layers": "num_hidden_layers", "heads": "num_attention_heads", "ffn": "intermediate_size",
-                   "hidden": "hidden_size"}
 
     def refit_points(self, block: nn.Module) -> list[RefitPoint]:
         # BertSelfOutput / BertOutput: LayerNorm(dense(x) + input_tensor), forward(x, input_tensor)

@@ -19,10 +19,7 @@ class LlamaFamily(Family):
     name = "llama"
     model_types = ("llama", "mistral", "qwen2")
     layers_path = "layers"
-    config_keys = {
-        "layers": "num_hidden_layers", "heads": "num_attention_heads", "kv_heads": "num_key_value_heads",
-        "ffn": "intermediate_size", "hidden": "hidden_size",
-    }
+    config_keys = {**Family.config_keys, "kv_heads": "num_key_value_heads"}
     stock_heads = True
     vocab_pruning = False  # byte-level BPE / SentencePiece tokenizers: not handled by vocab.py
 

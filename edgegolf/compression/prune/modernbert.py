@@ -42,8 +42,6 @@ class ModernBertFamily(Family):
     name = "modernbert"
     model_types = ("modernbert",)
     layers_path = "layers"
-    config_keys = {"layers": "num_hidden_layers", "heads": "num_attention_heads", "ffn": "intermediate_size",
-                   "hidden": "hidden_size"}
     vocab_pruning = False  # byte-level BPE tokenizer
 
     def set_layers(self, base: nn.Module, kept: list[int]) -> None:

@@ -22,8 +22,6 @@ class MPNetFamily(Family):
     name = "mpnet"
     model_types = ("mpnet",)
     layers_path = "encoder.layer"
-    config_keys = {"layers": "num_hidden_layers", "heads": "num_attention_heads", "ffn": "intermediate_size",
-                   "hidden": "hidden_size"}
     # onnxruntime's BERT fusions do not know the position bias added to the scores: no fused graph is claimed
     ort_model_type = "bert"
 
