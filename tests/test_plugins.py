@@ -118,42 +118,18 @@ class ToyBoard(DeviceKind):
 '''
 
 TOY_FAMILY = '''
-"""A pruning family in one file: Megatron-BERT (pre-LayerNorm BERT layout)."""
-from edgegolf.compression.prune.arch import Family, HeadShape, Proj, head_columns, register_family
+"""A pruning family in one file: Megatron-BERT, BERT's module layout with pre-LayerNorm blocks."""
+from edgegolf.compression.prune.arch import register_family
+from edgegolf.compression.prune.bert import BertFamily
 
 
 @register_family
-class MegatronBert(Family):
+class MegatronBert(BertFamily):
     name = "megatron-bert"
     model_types = ("megatron-bert",)
-    layers_path = "encoder.layer"
-    config_keys = {"layers": "num_hidden_layers", "heads": "num_attention_heads", "ffn": "intermediate_size",
-                   "hidden": "hidden_size"}
 
-    def head_shape(self, block):
-        attn = block.attention.self
-        return HeadShape(attn.num_attention_heads, attn.num_attention_heads, attn.attention_head_size)
-
-    def o_proj(self, block):
-        return Proj(block.attention.output, "dense")
-
-    def v_proj(self, block):
-        return Proj(block.attention.self, "value"), 0
-
-    def keep_heads(self, block, kv_groups):
-        attn = block.attention.self
-        columns = head_columns(kv_groups, attn.attention_head_size)
-        for name in ("query", "key", "value"):
-            Proj(attn, name).keep_outputs(columns)
-        self.o_proj(block).keep_inputs(columns)
-        attn.num_attention_heads = len(kv_groups)
-        attn.all_head_size = len(kv_groups) * attn.attention_head_size
-
-    def ffn_in(self, block):
-        return [Proj(block.intermediate, "dense")]
-
-    def ffn_down(self, block):
-        return Proj(block.output, "dense")
+    def refit_points(self, block):
+        return None  # pre-LayerNorm: the refit's norm(projection(x) + residual) is not what these blocks compute
 '''
 
 TOYS = {"toy_scheme": TOY_SCHEME, "toy_task_runtime": TOY_TASK_RUNTIME, "toy_task": TOY_TASK,
