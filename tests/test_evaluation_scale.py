@@ -162,3 +162,23 @@ def test_refit_in_batches_solves_the_same_least_squares(tiny_bert, pruned_folder
         assert a["ffn"][1] < a["ffn"][0]
     for name, value in whole_weights.items():
         torch.testing.assert_close(part_weights[name], value, rtol=1e-4, atol=1e-5, msg=name)
+
+
+def test_a_task_that_judges_scores_with_its_judges_metrics_and_one_with_neither_is_refused():
+    """score() defaults to judge()'s metrics (feature-extraction and text-classification define only judge)."""
+    from edgegolf.data import LabelledTexts, Split
+    from edgegolf.tasks import get_task
+    from edgegolf.tasks.base import Outputs, TaskAdapter
+
+    rng = np.random.default_rng(0)
+    labels = ("a", "b") * 10
+    rows = rng.normal(size=(40, 8))
+    rows[::2] += 3.0  # the "a" texts (even positions of both halves) lie apart from the "b" ones
+    teacher, candidate = Outputs(rows[:20], rows[20:]), Outputs(rows[:20] + 0.1, rows[20:] - 0.1)
+    texts = tuple(f"text {i}" for i in range(20))
+    split = Split(LabelledTexts(texts, labels, "toy"), LabelledTexts(texts, labels, "toy"))
+    adapter = get_task("feature-extraction")
+    metrics, correct = adapter.judge(teacher, candidate, split, None)
+    assert adapter.score(teacher, candidate, split, None) == metrics and metrics["accuracy"] == 100.0 * correct.mean()
+    with pytest.raises(NotImplementedError, match="TaskAdapter defines neither score nor judge"):
+        TaskAdapter().score(teacher, candidate, split, None)

@@ -215,8 +215,11 @@ class TaskAdapter:
 
     # --- scoring ------------------------------------------------------------------------
     def score(self, teacher: "Outputs", candidate: "Outputs", split: Split, model_config) -> dict[str, float]:
-        """Metrics of `candidate`; its "accuracy" (0-100) is the one the budget's drop limits."""
-        raise NotImplementedError
+        """Metrics of `candidate`; its "accuracy" (0-100) is the one the budget's drop limits.
+        A task overrides this, or judge where its accuracy is a mean over texts (this is then judge's metrics)."""
+        if type(self).judge is TaskAdapter.judge:
+            raise NotImplementedError(f"{type(self).__qualname__} defines neither score nor judge")
+        return self.judge(teacher, candidate, split, model_config)[0]
 
     def judge(self, teacher: "Outputs", candidate: "Outputs", split: Split, model_config
               ) -> tuple[dict[str, float], np.ndarray | None]:

@@ -205,17 +205,13 @@ class CausalLM(TaskAdapter):
         """KL(teacher || student) of the next-token distributions at every real (unpadded) position,
         averaged over tokens; plus hidden_weight x MSE of mapped hidden states when asked.
         Labels carry no signal for a language model and are ignored."""
-        from edgegolf.tasks.losses import masked_hidden_mse, soft_kl
+        from edgegolf.tasks.losses import soft_kl, with_hidden_term
 
         real = attention_mask.bool()
         kl = soft_kl(student["token_logits"][real], teacher["token_logits"][real], config.temperature)
         parts = {"kl": float(kl.detach())}
         loss = kl
-        if "hidden" in student and config.hidden_weight > 0:
-            hidden = masked_hidden_mse(student["hidden"], teacher["hidden"], attention_mask)
-            parts["hidden_mse"] = float(hidden.detach())
-            loss = loss + config.hidden_weight * hidden
-        return loss, parts
+        return with_hidden_term(loss, parts, student, teacher, attention_mask, config.hidden_weight)
 
     # --- scoring ------------------------------------------------------------------------
     def score(self, teacher, candidate, split: Split, model_config) -> dict[str, float]:

@@ -97,23 +97,12 @@ class FeatureExtraction(TaskAdapter):
         Cosine is the direct objective: the deployed embedding is L2-normalised, so only its
         direction matters. Labels carry no signal for an embedding model and are ignored.
         """
-        from edgegolf.tasks.losses import (
-            cosine_loss,
-            masked_hidden_mse,
-            mse_loss,
-        )
+        from edgegolf.tasks.losses import cosine_loss, mse_loss, with_hidden_term
 
         pooled = (cosine_loss if config.loss == "cosine" else mse_loss)(student["pooled"], teacher["pooled"])
         parts = {config.loss: float(pooled.detach())}
         loss = pooled
-        if "hidden" in student and config.hidden_weight > 0:
-            hidden = masked_hidden_mse(student["hidden"], teacher["hidden"], attention_mask)
-            parts["hidden_mse"] = float(hidden.detach())
-            loss = loss + config.hidden_weight * hidden
-        return loss, parts
-
-    def score(self, teacher: Outputs, candidate: Outputs, split: Split, model_config) -> dict[str, float]:
-        return self.judge(teacher, candidate, split, model_config)[0]
+        return with_hidden_term(loss, parts, student, teacher, attention_mask, config.hidden_weight)
 
     def judge(self, teacher: Outputs, candidate: Outputs, split: Split, model_config
               ) -> tuple[dict[str, float], np.ndarray]:

@@ -42,6 +42,17 @@ def masked_hidden_mse(student: torch.Tensor, teacher: torch.Tensor, attention_ma
     return squared.sum() / elements.clamp_min(1.0)
 
 
+def with_hidden_term(loss: torch.Tensor, parts: dict[str, float], student: dict[str, torch.Tensor],
+                     teacher: dict[str, torch.Tensor], attention_mask: torch.Tensor, hidden_weight: float
+                     ) -> tuple[torch.Tensor, dict[str, float]]:
+    """`loss` plus hidden_weight x the MSE of the mapped hidden states, when the views carry them
+    and the weight is positive (every task's distill_loss ends so); `parts` gains "hidden_mse"."""
+    if "hidden" in student and hidden_weight > 0:
+        hidden = masked_hidden_mse(student["hidden"], teacher["hidden"], attention_mask)
+        return loss + hidden_weight * hidden, {**parts, "hidden_mse": float(hidden.detach())}
+    return loss, parts
+
+
 def soft_kl(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """KL(teacher || student) on temperature-softened logits, times T^2 so its gradient scale
     does not shrink with T (Hinton et al. 2015, "Distilling the Knowledge in a Neural Network")."""

@@ -84,11 +84,7 @@ class TextClassification(TaskAdapter):
 
         Plus hidden_weight x MSE of mapped hidden states when asked.
         """
-        from edgegolf.tasks.losses import (
-            hard_label_ce,
-            masked_hidden_mse,
-            soft_kl,
-        )
+        from edgegolf.tasks.losses import hard_label_ce, soft_kl, with_hidden_term
 
         kl = soft_kl(student["logits"], teacher["logits"], config.temperature)
         parts = {"kl": float(kl.detach())}
@@ -97,14 +93,7 @@ class TextClassification(TaskAdapter):
             ce = hard_label_ce(student["logits"], labels)
             parts["ce"] = float(ce.detach())
             loss = (1.0 - config.label_weight) * kl + config.label_weight * ce
-        if "hidden" in student and config.hidden_weight > 0:
-            hidden = masked_hidden_mse(student["hidden"], teacher["hidden"], attention_mask)
-            parts["hidden_mse"] = float(hidden.detach())
-            loss = loss + config.hidden_weight * hidden
-        return loss, parts
-
-    def score(self, teacher: Outputs, candidate: Outputs, split: Split, model_config) -> dict[str, float]:
-        return self.judge(teacher, candidate, split, model_config)[0]
+        return with_hidden_term(loss, parts, student, teacher, attention_mask, config.hidden_weight)
 
     def judge(self, teacher: Outputs, candidate: Outputs, split: Split, model_config
               ) -> tuple[dict[str, float], np.ndarray]:
