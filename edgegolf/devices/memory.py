@@ -26,21 +26,10 @@ log = logging.getLogger(__name__)
 DEFAULT_TIMEOUT_S = 600.0
 
 
-def peak_rss_onnx(
-    onnx_path: str | Path,
-    tokenizer_path: str | Path,
-    spec: ModelSpec,
-    *,
-    threads: int | None,
-    batch: int = 1,
-    seq: int = 128,
-    texts: Sequence[str],
-    cores: Sequence[int] | None = None,
-    timeout: float = DEFAULT_TIMEOUT_S,
-) -> int:
-    """Peak RSS in bytes of a process that opens the ONNX model through the runtime and runs it."""
-    return int(probe_onnx(onnx_path, tokenizer_path, spec, threads=threads, batch=batch, seq=seq, texts=texts,
-                          cores=cores, timeout=timeout)["peak_rss_bytes"])
+def peak_rss_onnx(onnx_path: str | Path, tokenizer_path: str | Path, spec: ModelSpec, **probe: Any) -> int:
+    """Peak RSS in bytes of a process that opens the ONNX model through the runtime and runs it;
+    `probe` are probe_onnx's keywords (threads and texts required), checked there."""
+    return int(probe_onnx(onnx_path, tokenizer_path, spec, **probe)["peak_rss_bytes"])
 
 
 def probe_onnx(
