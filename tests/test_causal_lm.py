@@ -19,7 +19,7 @@ from edgegolf.runtime.causal_lm import score_text, untruncated
 from edgegolf.runtime.spec import ModelSpec
 from edgegolf.tasks import get_task, infer_task
 from edgegolf.tasks.causal_lm import text_chunks
-from tests.builders.causal_lm import bbc_texts, export_tiny_lm, load_tiny_lm, save_tiny_lm
+from tests.builders.causal_lm import bbc_text_file, bbc_texts, export_tiny_lm, load_tiny_lm, save_tiny_lm
 from tests.builders.recipes import QUICK
 
 ARCHS = ("llama", "gpt2")
@@ -33,9 +33,7 @@ def tiny_lms(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def bbc_txt(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("text") / "bbc.txt"
-    path.write_text("\n\n".join(bbc_texts()[1000:1010]), encoding="utf-8")
-    return path
+    return bbc_text_file(tmp_path_factory.mktemp("text") / "bbc.txt", 1000, 1010)
 
 
 @pytest.fixture(scope="module")

@@ -13,16 +13,14 @@ from edgegolf.recipe import EvaluateSettings
 from edgegolf.runtime.tokenize import make_tokenizer
 from edgegolf.tasks.base import Outputs
 from edgegolf.tasks.causal_lm import DEFAULT_TOKEN_BUDGET, bits_per_byte_interval
-from tests.builders.causal_lm import bbc_texts, export_tiny_lm, load_tiny_lm, save_tiny_lm
+from tests.builders.causal_lm import bbc_text_file, export_tiny_lm, load_tiny_lm, save_tiny_lm
 
 BUDGET = 700
 
 
 @pytest.fixture(scope="module")
 def bbc_txt(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("text") / "bbc.txt"
-    path.write_text("\n\n".join(bbc_texts()[1000:1100]), encoding="utf-8")
-    return path
+    return bbc_text_file(tmp_path_factory.mktemp("text") / "bbc.txt", 1000, 1100)
 
 
 @pytest.fixture(scope="module")

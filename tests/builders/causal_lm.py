@@ -20,6 +20,12 @@ def bbc_texts() -> tuple[str, ...]:
     return load_labelled_texts().texts
 
 
+def bbc_text_file(path: Path, start: int, stop: int) -> Path:
+    """BBC News texts start to stop as one .txt file, a paragraph each: causal-lm's `--data` kind."""
+    path.write_text("\n\n".join(bbc_texts()[start:stop]), encoding="utf-8")
+    return path
+
+
 def bbc_bpe(*, bos: bool, vocab_size: int = VOCAB_SIZE, texts: list[str] | None = None):
     """A PreTrainedTokenizerFast: byte-level BPE trained on BBC News; LLaMA-style (a BOS token
     before every text) when `bos`, else GPT-2-style (no special tokens added)."""
