@@ -11,8 +11,8 @@ from typing import Annotated, Optional
 
 import typer
 
+from edgegolf.cli_measure import ProfilesOption, bench_command, compare_command, report_command
 from edgegolf.compression.quantize import Int4WeightOnly, Int8Static, scheme_names
-from edgegolf.devices.kinds import kind_names
 from edgegolf.errors import EXIT_DOES_NOT_FIT, EXIT_ERROR, EXIT_FITS, EdgegolfError, MissingExtraError
 from edgegolf.plugins import load_plugins
 from edgegolf.runtime.registry import task_names
@@ -294,115 +294,14 @@ def search_command(
     raise typer.Exit(EXIT_FITS if result.fits else EXIT_DOES_NOT_FIT)
 
 
-# --- measuring and reports (edgegolf.devices, edgegolf.reports) ---
-_Device = Annotated[str, typer.Option(help="Device profiles, comma-separated: cpu-1,cpu-2, cuda, torch-cuda, "
-                                           "ssh://user@host[:port], or names from --profiles (kinds: "
-                                           f"{', '.join(kind_names())}; see edgegolf devices).")]
-_Batch = Annotated[str, typer.Option("--batch", help="Batch sizes, comma-separated, e.g. 1,8.")]
-_Seq = Annotated[str, typer.Option("--seq", help="Sequence lengths in tokens, comma-separated, e.g. 32,128.")]
-_Profiles = Annotated[Optional[Path], typer.Option(
-    help="A TOML file of user device profiles (one profiles.NAME table each).")]
-_Json = Annotated[Optional[Path], typer.Option("--json", help="Also write the report as JSON (versioned schema).")]
-_Html = Annotated[Optional[Path], typer.Option("--html", help="Also write a self-contained HTML page with plots.")]
-_Warmup = Annotated[int, typer.Option(help="Untimed calls before timing each shape.")]
-_Runs = Annotated[int, typer.Option(help="Timed calls per shape (at most).")]
-_MaxSeconds = Annotated[float, typer.Option(help="Time budget per shape; at least 20 runs are always timed.")]
-_KnownHosts = Annotated[Optional[Path], typer.Option(help="ssh: known_hosts file (default ~/.ssh/known_hosts).")]
-_AcceptNew = Annotated[bool, typer.Option(help="ssh: trust and record an unknown host key (never a changed one).")]
-_Identity = Annotated[Optional[list[Path]], typer.Option(help="ssh: private key file (repeatable).")]
-_RemotePython = Annotated[Optional[str], typer.Option(help="ssh: the device's python with onnxruntime and numpy.")]
-
-
-def _bench_section(artifact, device, batch, seq, profiles, warmup, runs, max_seconds, cold_start, known_hosts,
-                   accept_new_host_key, identity, remote_python, torch_model):
-    from edgegolf.devices.bench import BenchSettings, bench, parse_int_list, resolve_devices
-    from edgegolf.devices.profiles import load_profiles_toml
-    from edgegolf.devices.remote import RemoteOptions
-
-    custom = load_profiles_toml(profiles) if profiles else None
-    settings = BenchSettings(batches=parse_int_list(batch, "batch"), seqs=parse_int_list(seq, "seq"), warmup=warmup,
-                             runs=runs, max_seconds=max_seconds, cold_start=cold_start)
-    remote = RemoteOptions(known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,
-                           identity=tuple(identity or ()), python=remote_python)
-    return bench(artifact, resolve_devices(device, custom), settings, remote=remote, torch_model=torch_model)
-
-
-def _emit(document, json_path, html_path) -> None:
-    from edgegolf.reports import render_markdown, write_outputs
-
-    written = write_outputs(document, json_path=json_path, html_path=html_path)
-    print(render_markdown(document))
-    for path in written:
-        log.info("wrote %s", path)
-
-
-@app.command("bench")
-def bench_command(
-    artifact: Annotated[Path, typer.Argument(help="A bundle folder, or an .onnx file with tokenizer.json beside it.")],
-    device: _Device = "cpu-1", batch: _Batch = "1", seq: _Seq = "128", profiles: _Profiles = None,
-    warmup: _Warmup = 10, runs: _Runs = 100, max_seconds: _MaxSeconds = 5.0,
-    cold_start: Annotated[bool, typer.Option(help="Also time load + first inference and peak RSS in a fresh process.")] = True,
-    json_path: _Json = None, html_path: _Html = None, known_hosts: _KnownHosts = None,
-    accept_new_host_key: _AcceptNew = False, identity: _Identity = None, remote_python: _RemotePython = None,
-    torch_model: Annotated[Optional[Path], typer.Option(help="torch-cuda: the Hugging Face model folder to time.")] = None,
-) -> None:
-    """Time an artifact on device profiles over batch sizes and sequence lengths; Markdown on stdout."""
-    from edgegolf.reports import new_document
-
-    section = _bench_section(artifact, device, batch, seq, profiles, warmup, runs, max_seconds, cold_start,
-                             known_hosts, accept_new_host_key, identity, remote_python, torch_model)
-    _emit(new_document("bench", bench=section), json_path, html_path)
-
-
-@app.command("report")
-def report_command(
-    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by edgegolf compress.")],
-    json_path: _Json = None, html_path: _Html = None,
-    bench: Annotated[bool, typer.Option("--bench", help="Also benchmark the bundle now (see edgegolf bench).")] = False,
-    device: _Device = "cpu-1", batch: _Batch = "1", seq: _Seq = "128", profiles: _Profiles = None,
-    warmup: _Warmup = 10, runs: _Runs = 100, max_seconds: _MaxSeconds = 5.0, known_hosts: _KnownHosts = None,
-    accept_new_host_key: _AcceptNew = False, identity: _Identity = None, remote_python: _RemotePython = None,
-) -> None:
-    """A bundle's report: the stage table from its manifest (size, latency, accuracy per stage), plus an optional fresh bench."""
-    from edgegolf.reports import bundle_section, new_document
-
-    section = bundle_section(bundle)
-    measured = _bench_section(bundle, device, batch, seq, profiles, warmup, runs, max_seconds, True, known_hosts,
-                              accept_new_host_key, identity, remote_python, None) if bench else None
-    _emit(new_document("report", bundle=section, bench=measured), json_path, html_path)
-
-
-@app.command("compare")
-def compare_command(
-    a: Annotated[Path, typer.Argument(help="Artifact A: a bundle folder or an .onnx file.")],
-    b: Annotated[Path, typer.Argument(help="Artifact B, timed interleaved with A.")],
-    device: Annotated[str, typer.Option(
-        help="One profile: cpu-1, cpu-2, ..., cuda, or ssh://user@host[:port].")] = "cpu-1",
-    batch: Annotated[int, typer.Option(help="Batch size.")] = 1,
-    seq: Annotated[int, typer.Option(help="Sequence length in tokens.")] = 128,
-    rounds: Annotated[int, typer.Option(help="Interleaved rounds (A then B, B then A, ...).")] = 10,
-    runs_per_round: Annotated[int, typer.Option(help="Timed calls of each artifact per round.")] = 10,
-    phase: Annotated[str, typer.Option(help="prefill: the graph on --seq tokens; decode (causal-lm, batch 1): one "
-                                            "generated token after a cache of --seq tokens.")] = "prefill",
-    profiles: _Profiles = None, json_path: _Json = None, html_path: _Html = None, known_hosts: _KnownHosts = None,
-    accept_new_host_key: _AcceptNew = False, identity: _Identity = None, remote_python: _RemotePython = None,
-) -> None:
-    """Time two artifacts in the same run, interleaved: the ratio B/A and whether it is beyond the noise."""
-    from edgegolf.devices.compare import compare
-    from edgegolf.devices.profiles import get_profile, load_profiles_toml
-    from edgegolf.devices.remote import RemoteOptions
-    from edgegolf.reports import new_document
-
-    profile = get_profile(device, load_profiles_toml(profiles) if profiles else None)
-    remote = RemoteOptions(known_hosts=known_hosts, accept_new_host_key=accept_new_host_key,
-                           identity=tuple(identity or ()), python=remote_python)
-    section = compare(a, b, profile, batch=batch, seq=seq, rounds=rounds, runs_per_round=runs_per_round,
-                      remote=remote, phase=phase)
-    _emit(new_document("compare", compare=section), json_path, html_path)
+# --- measuring and reports (edgegolf.devices, edgegolf.reports): the commands live in cli_measure.py ---
+app.command("bench")(bench_command)
+app.command("report")(report_command)
+app.command("compare")(compare_command)
 
 
 @app.command("devices")
-def devices_command(profiles: _Profiles = None) -> None:
+def devices_command(profiles: ProfilesOption = None) -> None:
     """List the device profiles, what each needs, and whether this machine has it."""
     from edgegolf.devices.listing import describe_profiles, devices_markdown
     from edgegolf.devices.profiles import load_profiles_toml
