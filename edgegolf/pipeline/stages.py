@@ -217,6 +217,8 @@ def _describe_export(made: Made) -> tuple[Artifact, dict[str, Any]]:
 def optimize(artifact: Artifact, config, ctx: Context) -> tuple[Artifact, dict[str, Any]]:
     """onnxruntime's transformer fusions, checked against PyTorch; whether to keep them is the
     review's call, once the fused graph is timed."""
+    if config.mode != "off" and ctx.adapter.name == "causal-lm":
+        return _optimize_causal_lm(artifact, ctx)
     if config.mode == "off" or not ctx.adapter.optimizable:
         skipped = {} if config.mode == "off" else {"skipped": f"no verified fusions for {ctx.adapter.name} graphs"}
         return artifact, {"kept": False, **skipped}
@@ -235,6 +237,21 @@ def optimize(artifact: Artifact, config, ctx: Context) -> tuple[Artifact, dict[s
                        [encoder.encode(texts[:1]), encoder.encode([texts[1], texts[2][:80]])],
                        atol=ctx.atol, output_names=list(artifact.spec.output_names))
     return replace(artifact, graph=report.path), {"fused_ops": report.fused_ops, "max_abs_diff": diff}
+
+
+def _optimize_causal_lm(artifact: Artifact, ctx: Context) -> tuple[Artifact, dict[str, Any]]:
+    """LLaMA/Qwen2 decoders: the cached graph written with onnxruntime's fused ops, checked
+    against PyTorch on a padded batch (right and left) and a cached step."""
+    from edgegolf.export.llm_fusions import fusable, write_fused_causal_lm
+
+    reason = fusable(artifact.model.config)
+    if reason:
+        return artifact, {"kept": False, "skipped": f"no fused graph: {reason}"}
+    encoder = make_tokenizer(artifact.tokenizer_json, artifact.spec)
+    texts = list(ctx.split.train.texts[:3])
+    fused = write_fused_causal_lm(artifact.model, ctx.work / "model-optimized.onnx", atol=ctx.atol,
+                                  verify_feeds=[encoder.encode(texts[:1]), encoder.encode([texts[1], texts[2][:80]])])
+    return replace(artifact, graph=fused.path), {"fused_ops": fused.fused_ops, "max_abs_diff": fused.max_abs_diff}
 
 
 def _keep_if_faster(made: Made) -> tuple[Artifact, dict[str, Any]]:

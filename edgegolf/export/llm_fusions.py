@@ -1,0 +1,101 @@
+"""Write a causal LM's cached graph with fused ops and check it against PyTorch before it is used.
+
+The optimize stage's causal-lm branch: edgegolf/export/llm_graph.py writes the graph, this
+module saves it and verifies it on every given feed with an empty cache (the prompt, and a
+padded batch) and on one cached generation step after it, against `CausalWithCache` (the
+module the traced export runs). Only positions that hold tokens are compared: the logits of
+padding positions and the cache rows of padding keys are masked out of every later use, and
+each graph fills them its own way.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import onnx
+import torch
+
+from edgegolf.errors import ExportError
+from edgegolf.export.causal import TEXT_INPUTS, CausalWithCache, cache_names, step_feed, with_cache_feeds
+from edgegolf.export.llm_graph import build_fused_decoder, fused_op_counts, unsupported_reason
+from edgegolf.export.onnx import atomic_output
+
+log = logging.getLogger(__name__)
+EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with room: larger graphs keep weights beside them
+
+
+@dataclass(frozen=True)
+class FusedGraph:
+    path: Path
+    fused_ops: dict[str, int]
+    max_abs_diff: float  # logits and cache, token positions only, over every checked feed
+
+
+def fusable(config) -> str | None:
+    """Why a model with `config` gets no fused graph, or None when it does."""
+    return unsupported_reason(config)
+
+
+def left_padded(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The same rows with their padding moved to the left (a right-padded batch becomes the
+    layout the runtime's batched generation uses)."""
+    ids, mask = feeds["input_ids"].copy(), feeds["attention_mask"].copy()
+    for row in range(ids.shape[0]):
+        shift = int(mask.shape[1] - mask[row].sum())
+        ids[row], mask[row] = np.roll(ids[row], shift), np.roll(mask[row], shift)
+    return {**feeds, "input_ids": ids, "attention_mask": mask}
+
+
+def token_diff(got: list[np.ndarray], want: list[np.ndarray], mask: np.ndarray) -> float:
+    """Max abs difference of logits (at this call's token positions) and of the cache (at
+    token keys): [logits, present...] each."""
+    seq = got[0].shape[1]
+    rows = mask[:, -seq:] == 1
+    worst = float(np.max(np.abs(got[0] - want[0])[rows])) if rows.any() else 0.0
+    keys = mask == 1
+    for g, w in zip(got[1:], want[1:], strict=True):
+        if g.shape != w.shape:
+            raise ExportError(f"a fused graph's cache has shape {g.shape} where PyTorch's has {w.shape}")
+        worst = max(worst, float(np.max(np.abs(g - w).transpose(0, 2, 1, 3)[keys])))
+    return worst
+
+
+def verify_fused(path: Path, model, feeds: list[dict[str, np.ndarray]], atol: float) -> float:
+    """Max difference to PyTorch over `feeds` (empty cache) and one cached step after each."""
+    import onnxruntime as ort
+
+    module = CausalWithCache(model).eval()
+    names = [*TEXT_INPUTS, *cache_names(module.num_layers)[0]]
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for index, feed in enumerate(feeds):
+        for kind, full in (("prompt", with_cache_feeds(model.config, feed)),
+                           ("cached step", step_feed(module, feed, feed["input_ids"][:, :1]))):
+            with torch.no_grad():
+                want = [t.float().numpy() for t in module(*(torch.from_numpy(full[n]) for n in names))]
+            got = session.run(None, {n: full[n] for n in names})
+            diff = token_diff(got, want, full["attention_mask"])
+            if not np.isfinite(diff) or diff > atol:
+                raise ExportError(f"the fused graph differs from PyTorch by {diff:.2e} (> {atol:g}) on feed {index} "
+                                  f"({kind}, batch {full['input_ids'].shape[0]})")
+            worst = max(worst, diff)
+    return worst
+
+
+def write_fused_causal_lm(model, out_path: Path, *, verify_feeds: list[dict[str, np.ndarray]],
+                          atol: float) -> FusedGraph:
+    """The fused graph of `model` at `out_path`, verified on `verify_feeds` and their left-padded copies."""
+    graph = build_fused_decoder(model)
+    checks = list(verify_feeds) + [left_padded(f) for f in verify_feeds if f["input_ids"].shape[0] > 1]
+    with atomic_output(out_path) as tmp:
+        large = graph.ByteSize() > EXTERNAL_DATA_BYTES
+        onnx.save(graph, str(tmp), save_as_external_data=large, location=out_path.name + ".data" if large else None)
+        diff = verify_fused(tmp, model, checks, atol)
+    counts = fused_op_counts(graph)
+    log.info("fused graph: %s; max abs diff to PyTorch %.2e", counts, diff)
+    return FusedGraph(out_path, counts, diff)
