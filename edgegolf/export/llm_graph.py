@@ -64,7 +64,8 @@ class _Graph:
         self.initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name))
         return name
 
-    def node(self, op: str, inputs: list[str], outputs: list[str] | str, name: str, domain: str = "", **attrs) -> list[str]:
+    def node(self, op: str, inputs: list[str], outputs: list[str] | str, name: str, domain: str = "",
+             **attrs) -> list[str]:
         outputs = [outputs] if isinstance(outputs, str) else outputs
         self.nodes.append(helper.make_node(op, inputs, outputs, name=name, domain=domain or None, **attrs))
         return outputs
@@ -166,8 +167,9 @@ def build_fused_decoder(model) -> onnx.ModelProto:
         eps = float(layer.input_layernorm.variance_epsilon)
         normed, residual = norm(hidden, residual, layer.input_layernorm.weight, eps, f"{prefix}.input_layernorm")
         qkv = _linear(g, normed, [attn.q_proj, attn.k_proj, attn.v_proj], f"{prefix}.self_attn.qkv_proj")
-        q, k, v = g.node("Split", [qkv, g.constant(f"{prefix}.qkv_sizes", np.array([q_size, kv_size, kv_size], np.int64))],
-                         [f"{prefix}/q", f"{prefix}/k", f"{prefix}/v"], f"{prefix}.self_attn/Split", axis=-1)
+        sizes = g.constant(f"{prefix}.qkv_sizes", np.array([q_size, kv_size, kv_size], np.int64))
+        q, k, v = g.node("Split", [qkv, sizes], [f"{prefix}/q", f"{prefix}/k", f"{prefix}/v"],
+                         f"{prefix}.self_attn/Split", axis=-1)
         q = g.node("RotaryEmbedding", [q, "position_ids", "rotary.cos", "rotary.sin"], f"{prefix}/q_rot",
                    f"{prefix}.self_attn/RotaryQ", domain=MS, num_heads=num_heads)[0]
         k = g.node("RotaryEmbedding", [k, "position_ids", "rotary.cos", "rotary.sin"], f"{prefix}/k_rot",

@@ -218,7 +218,7 @@ def optimize(artifact: Artifact, config, ctx: Context) -> tuple[Artifact, dict[s
     """onnxruntime's transformer fusions, checked against PyTorch; whether to keep them is the
     review's call, once the fused graph is timed."""
     if config.mode != "off" and ctx.adapter.name == "causal-lm":
-        return _optimize_causal_lm(artifact, ctx)
+        return _optimize_causal_lm(artifact, config, ctx)
     if config.mode == "off" or not ctx.adapter.optimizable:
         skipped = {} if config.mode == "off" else {"skipped": f"no verified fusions for {ctx.adapter.name} graphs"}
         return artifact, {"kept": False, **skipped}
@@ -239,9 +239,11 @@ def optimize(artifact: Artifact, config, ctx: Context) -> tuple[Artifact, dict[s
     return replace(artifact, graph=report.path), {"fused_ops": report.fused_ops, "max_abs_diff": diff}
 
 
-def _optimize_causal_lm(artifact: Artifact, ctx: Context) -> tuple[Artifact, dict[str, Any]]:
+def _optimize_causal_lm(artifact: Artifact, config, ctx: Context) -> tuple[Artifact, dict[str, Any]]:
     """LLaMA/Qwen2 decoders: the cached graph written with onnxruntime's fused ops, checked
-    against PyTorch on a padded batch (right and left) and a cached step."""
+    against PyTorch on a padded batch (right and left) and a cached step. Mode auto keeps the
+    traced graph when the check fails; mode on stops there."""
+    from edgegolf.errors import ExportError
     from edgegolf.export.llm_fusions import fusable, write_fused_causal_lm
 
     reason = fusable(artifact.model.config)
@@ -249,8 +251,14 @@ def _optimize_causal_lm(artifact: Artifact, ctx: Context) -> tuple[Artifact, dic
         return artifact, {"kept": False, "skipped": f"no fused graph: {reason}"}
     encoder = make_tokenizer(artifact.tokenizer_json, artifact.spec)
     texts = list(ctx.split.train.texts[:3])
-    fused = write_fused_causal_lm(artifact.model, ctx.work / "model-optimized.onnx", atol=ctx.atol,
-                                  verify_feeds=[encoder.encode(texts[:1]), encoder.encode([texts[1], texts[2][:80]])])
+    try:
+        fused = write_fused_causal_lm(artifact.model, ctx.work / "model-optimized.onnx", atol=ctx.atol, verify_feeds=[
+            encoder.encode(texts[:1]), encoder.encode([texts[1], texts[2][:80]])])
+    except ExportError as exc:
+        if config.mode == "on":
+            raise
+        log.warning("fused graph dropped: %s", exc)
+        return artifact, {"kept": False, "skipped": f"fused graph failed its check: {exc}"}
     return replace(artifact, graph=fused.path), {"fused_ops": fused.fused_ops, "max_abs_diff": fused.max_abs_diff}
 
 
