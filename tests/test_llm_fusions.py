@@ -1,7 +1,8 @@
 """The causal-lm graph written with onnxruntime's fused ops (SimplifiedLayerNormalization,
-SkipSimplifiedLayerNormalization, RotaryEmbedding, GroupQueryAttention) on tiny LLaMA and Qwen2
-models: each matches PyTorch on padded batches and a cached step, the runtime generates with it
-as PyTorch does, and GPT-2 (LayerNorm, learned positions) is refused by name."""
+SkipSimplifiedLayerNormalization, GroupQueryAttention with the rotary embedding inside) on tiny
+LLaMA and Qwen2 models: it matches PyTorch on padded batches (right: a prompt, as scoring runs;
+left: a prompt and a cached step, as generation runs), the runtime generates with it as PyTorch
+does, and GPT-2 (LayerNorm, learned positions, no grouped heads) is refused by name."""
 
 from __future__ import annotations
 
@@ -18,7 +19,9 @@ from edgegolf.export.llm_graph import build_fused_decoder, fused_op_counts
 from edgegolf.runtime import open_model
 from tests.builders.causal_lm import bbc_texts, load_tiny_lm, save_tiny_lm, save_tiny_tied_lm
 
-FUSED_ARCHS = ("llama", "qwen2")
+# arch-heads: 8-dim heads (tiny_config) get separate RotaryEmbedding ops, 16-dim ones (tied_config)
+# the rotary embedding inside GroupQueryAttention (its CPU kernel rotates multiples of 16 only)
+FUSED = ("llama-8", "qwen2-8", "llama-16", "qwen2-16")
 PROMPTS = ["The government said on Tuesday that", "Shares in the", "Oil"]
 
 
@@ -32,39 +35,52 @@ def encoder(tokenizer):
 
 @pytest.fixture(scope="module")
 def fused(tmp_path_factory) -> dict[str, tuple]:
-    """arch -> (torch model, tokenizer, FusedGraph, folder) for a tiny LLaMA and Qwen2."""
+    """arch-heads -> (torch model, tokenizer, FusedGraph, folder) for tiny LLaMAs and Qwen2s."""
     found = {}
-    for arch in FUSED_ARCHS:
-        folder = save_tiny_lm(tmp_path_factory.mktemp(f"tiny-{arch}"), arch)
+    for kind in FUSED:
+        arch, heads = kind.split("-")
+        save = save_tiny_lm if heads == "8" else save_tiny_tied_lm
+        folder = save(tmp_path_factory.mktemp(f"tiny-{kind}"), arch)
         _, model, tokenizer = load_tiny_lm(folder)
         encode = encoder(tokenizer)
         texts = list(bbc_texts()[:3])
         graph = write_fused_causal_lm(model, folder / "fused.onnx", atol=1e-4,
                                       verify_feeds=[encode([texts[0][:100]]), encode([texts[1][:150], texts[2][:30]])])
-        found[arch] = (model, tokenizer, graph, folder)
+        found[kind] = (model, tokenizer, graph, folder)
     return found
 
 
-@pytest.mark.parametrize("arch", FUSED_ARCHS)
-def test_every_norm_rotary_and_attention_is_one_fused_op(fused, arch):
-    model, _, graph, _ = fused[arch]
+@pytest.mark.parametrize("kind", FUSED)
+def test_every_norm_rotary_and_attention_is_one_fused_op(fused, kind):
+    model, _, graph, _ = fused[kind]
     layers = model.config.num_hidden_layers
     # one plain RMSNorm (the first layer's, no residual yet); every other norm adds the residual
+    inside = model.config.hidden_size // model.config.num_attention_heads % 16 == 0
+    assert inside == kind.endswith("-16")
     want = {"SimplifiedLayerNormalization": 1, "SkipSimplifiedLayerNormalization": 2 * layers,
-            "RotaryEmbedding": 2 * layers, "GroupQueryAttention": layers}
+            "GroupQueryAttention": layers} | ({} if inside else {"RotaryEmbedding": 2 * layers})
     assert graph.fused_ops == want
-    assert fused_op_counts(onnx.load(str(graph.path))) == want
+    written = onnx.load(str(graph.path))
+    assert fused_op_counts(written) == want
     assert graph.max_abs_diff < 1e-4
-    # nothing of the unfused spelling is left: no Pow/ReduceMean (RMSNorm), no Softmax (attention)
-    ops = {node.op_type for node in onnx.load(str(graph.path)).graph.node}
+    attention = [n for n in written.graph.node if n.op_type == "GroupQueryAttention"]
+    rotary = [onnx.helper.get_attribute_value(a) for n in attention for a in n.attribute if a.name == "do_rotary"]
+    if inside:  # the rotary embedding is inside every attention, fed the packed q/k/v of one MatMul
+        assert rotary == [1] * layers
+        assert all(list(n.input[1:3]) == ["", ""] and list(n.input[7:9]) == ["rotary.cos", "rotary.sin"]
+                   for n in attention)
+    else:
+        assert rotary == []
+    # nothing of the unfused spelling is left: no Pow/ReduceMean (RMSNorm), no Softmax (attention), no Cos/Sin
+    ops = {node.op_type for node in written.graph.node}
     assert not ops & {"Pow", "ReduceMean", "Softmax", "Sqrt", "Cos", "Sin"}
 
 
-@pytest.mark.parametrize("arch", FUSED_ARCHS)
+@pytest.mark.parametrize("kind", FUSED)
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_fused_graph_matches_pytorch_on_a_padded_batch_and_a_cached_step(fused, arch, side):
-    """verify_fused runs the prompt with an empty cache, then one token on PyTorch's cache."""
-    model, tokenizer, graph, _ = fused[arch]
+def test_fused_graph_matches_pytorch_on_a_padded_batch_and_a_cached_step(fused, kind, side):
+    """verify_fused runs the prompt with an empty cache, then (left padding) one token on the graph's cache."""
+    model, tokenizer, graph, _ = fused[kind]
     feeds = encoder(tokenizer)([bbc_texts()[5][:120], bbc_texts()[6][:20]], side)
     assert (feeds["attention_mask"] == 0).any()  # really padded
     assert verify_fused(graph.path, model, [feeds], atol=1e-4) < 1e-4
@@ -79,19 +95,19 @@ def test_left_padding_moves_every_rows_padding_to_the_front():
 
 def test_a_graph_of_other_weights_fails_the_check(fused, tmp_path):
     """The check can fail: the tiny LLaMA's graph checked against a LLaMA of other random weights."""
-    model, tokenizer, graph, folder = fused["llama"]
-    other_folder = save_tiny_lm(tmp_path / "other", "llama", seed=1)
+    model, tokenizer, graph, folder = fused["llama-16"]
+    other_folder = save_tiny_tied_lm(tmp_path / "other", "llama", seed=1)
     _, other, _ = load_tiny_lm(other_folder)
     with pytest.raises(ExportError, match="differs from PyTorch"):
         verify_fused(graph.path, other, [encoder(tokenizer)(["Oil prices"])], atol=1e-4)
 
 
-@pytest.mark.parametrize("arch", FUSED_ARCHS)
-def test_runtime_generates_with_the_fused_graph_as_pytorch_greedy(fused, arch):
+@pytest.mark.parametrize("kind", FUSED)
+def test_runtime_generates_with_the_fused_graph_as_pytorch_greedy(fused, kind):
     """The runtime's contract holds: a left-padded batch, then one cached token per step."""
     from edgegolf.tasks import get_task
 
-    model, tokenizer, graph, folder = fused[arch]
+    model, tokenizer, graph, folder = fused[kind]
     adapter = get_task("causal-lm")
     spec = adapter.model_spec(model, tokenizer, adapter.input_names(model, tokenizer), 64)
     tokenizer.save_pretrained(str(folder / "tok"))

@@ -1,11 +1,13 @@
 """Write a causal LM's cached graph with fused ops and check it against PyTorch before it is used.
 
 The optimize stage's causal-lm branch: edgegolf/export/llm_graph.py writes the graph, this
-module saves it and verifies it on every given feed with an empty cache (the prompt, and a
-padded batch) and on one cached generation step after it, against `CausalWithCache` (the
-module the traced export runs). Only positions that hold tokens are compared: the logits of
+module saves it and verifies it against `CausalWithCache` (the module the traced export runs)
+as the runtime uses it: every feed with an empty cache (a prompt; a right-padded batch, as
+scoring runs), and for feeds padded on the left (as generation runs) or not at all, one cached
+step fed the graph's own cache. Only positions that hold tokens are compared: the logits of
 padding positions and the cache rows of padding keys are masked out of every later use, and
-each graph fills them its own way.
+each graph fills them its own way; the cache is compared where the graph's rotary positions
+are PyTorch's (rows without left padding, see llm_graph).
 """
 
 from __future__ import annotations
@@ -49,47 +51,73 @@ def left_padded(feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     return {**feeds, "input_ids": ids, "attention_mask": mask}
 
 
-def token_diff(got: list[np.ndarray], want: list[np.ndarray], mask: np.ndarray) -> float:
-    """Max abs difference of logits (at this call's token positions) and of the cache (at
-    token keys): [logits, present...] each."""
-    seq = got[0].shape[1]
-    rows = mask[:, -seq:] == 1
-    worst = float(np.max(np.abs(got[0] - want[0])[rows])) if rows.any() else 0.0
-    keys = mask == 1
-    for g, w in zip(got[1:], want[1:], strict=True):
+def right_padded_only(mask: np.ndarray) -> np.ndarray:
+    """Per row: whether its tokens come first (padding, if any, only after them)."""
+    return np.all(np.diff(mask, axis=1) <= 0, axis=1)
+
+
+def logits_diff(got: np.ndarray, want: np.ndarray, mask: np.ndarray) -> float:
+    """Max abs difference of logits [batch, seq, vocab] at this call's token positions."""
+    rows = mask[:, -got.shape[1]:] == 1
+    return float(np.max(np.abs(got - want)[rows])) if rows.any() else 0.0
+
+
+def cache_diff(got: list[np.ndarray], want: list[np.ndarray], mask: np.ndarray) -> float:
+    """Max abs difference of the presents at token keys, over the rows whose tokens sit at their
+    true positions (unpadded or right-padded; see llm_graph on rotary positions)."""
+    keys = (mask == 1) & right_padded_only(mask)[:, None]
+    worst = 0.0
+    for g, w in zip(got, want, strict=True):
         if g.shape != w.shape:
             raise ExportError(f"a fused graph's cache has shape {g.shape} where PyTorch's has {w.shape}")
-        worst = max(worst, float(np.max(np.abs(g - w).transpose(0, 2, 1, 3)[keys])))
+        if keys.any():
+            worst = max(worst, float(np.max(np.abs(g - w).transpose(0, 2, 1, 3)[keys])))
     return worst
 
 
 def verify_fused(path: Path, model, feeds: list[dict[str, np.ndarray]], atol: float) -> float:
-    """Max difference to PyTorch over `feeds` (empty cache) and one cached step after each."""
+    """Max difference to PyTorch over `feeds` (empty cache) and, for feeds without right padding
+    (what the runtime generates from), one cached step on the graph's own cache."""
     import onnxruntime as ort
 
     module = CausalWithCache(model).eval()
-    names = [*TEXT_INPUTS, *cache_names(module.num_layers)[0]]
+    past = cache_names(module.num_layers)[0]
+    names = [*TEXT_INPUTS, *past]
     options = ort.SessionOptions()
     options.log_severity_level = 3
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+    def torch_run(full: dict[str, np.ndarray]) -> list[np.ndarray]:
+        with torch.no_grad():
+            return [t.float().numpy() for t in module(*(torch.from_numpy(full[n]) for n in names))]
+
+    def check(diff: float, index: int, kind: str, batch: int) -> float:
+        if not np.isfinite(diff) or diff > atol:
+            raise ExportError(f"the fused graph differs from PyTorch by {diff:.2e} (> {atol:g}) on feed {index} "
+                              f"({kind}, batch {batch})")
+        return diff
+
     worst = 0.0
     for index, feed in enumerate(feeds):
-        for kind, full in (("prompt", with_cache_feeds(model.config, feed)),
-                           ("cached step", step_feed(module, feed, feed["input_ids"][:, :1]))):
-            with torch.no_grad():
-                want = [t.float().numpy() for t in module(*(torch.from_numpy(full[n]) for n in names))]
-            got = session.run(None, {n: full[n] for n in names})
-            diff = token_diff(got, want, full["attention_mask"])
-            if not np.isfinite(diff) or diff > atol:
-                raise ExportError(f"the fused graph differs from PyTorch by {diff:.2e} (> {atol:g}) on feed {index} "
-                                  f"({kind}, batch {full['input_ids'].shape[0]})")
-            worst = max(worst, diff)
+        full = with_cache_feeds(model.config, feed)
+        batch = full["input_ids"].shape[0]
+        got, want = session.run(None, {n: full[n] for n in names}), torch_run(full)
+        worst = max(worst, check(max(logits_diff(got[0], want[0], full["attention_mask"]),
+                                     cache_diff(got[1:], want[1:], full["attention_mask"])), index, "prompt", batch))
+        if not (feed["attention_mask"][:, -1] == 1).all():
+            continue  # right padding: scored, never generated from
+        step = step_feed(module, feed, feed["input_ids"][:, :1])  # PyTorch's step on PyTorch's cache
+        own = {**step, **dict(zip(past, got[1:], strict=True))}  # the graph's step on the graph's cache
+        got_step = session.run(None, {n: own[n] for n in names})
+        worst = max(worst, check(logits_diff(got_step[0], torch_run(step)[0], step["attention_mask"]), index,
+                                 "cached step", batch))
     return worst
 
 
 def write_fused_causal_lm(model, out_path: Path, *, verify_feeds: list[dict[str, np.ndarray]],
                           atol: float) -> FusedGraph:
-    """The fused graph of `model` at `out_path`, verified on `verify_feeds` and their left-padded copies."""
+    """The fused graph of `model` at `out_path`, verified on `verify_feeds` and on the left-padded
+    copies of its batches (with a cached step each)."""
     graph = build_fused_decoder(model)
     checks = list(verify_feeds) + [left_padded(f) for f in verify_feeds if f["input_ids"].shape[0] > 1]
     with atomic_output(out_path) as tmp:
