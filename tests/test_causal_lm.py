@@ -198,6 +198,7 @@ def test_pruned_llama_distills_then_quantizes_to_int4(tiny_lms, bbc_txt, tmp_pat
     assert [s.name for s in result.stages] == ["teacher", "onnx-fp32", "onnx-optimized", "quantized"]
     optimize = next(r for r in result.manifest["provenance"] if r["stage"] == "optimize")
     assert optimize["measured"]["fused_ops"]["GroupQueryAttention"] == 1
+    assert optimize["measured"]["decode_ratio"] > 0  # a decode step timed against the traced graph's: the review's call
     distill = next(r for r in result.manifest["provenance"] if r["stage"] == "distill")
     assert all("kl" in point for point in distill["measured"]["eval_history"])
     config = json.loads((tmp_path / "out" / "config.json").read_text())

@@ -127,3 +127,32 @@ def write_fused_causal_lm(model, out_path: Path, *, verify_feeds: list[dict[str,
     counts = fused_op_counts(graph)
     log.info("fused graph: %s; max abs diff to PyTorch %.2e", counts, diff)
     return FusedGraph(out_path, counts, diff)
+
+
+def decode_ratio(fused: Path, traced: Path, tokenizer_json: Path, spec, texts: list[str], *, cache: int = 128,
+                 rounds: int = 5, runs: int = 4) -> float:
+    """p50 of one decode step (batch 1, one token after `cache` tokens, one thread) of the fused
+    graph over the traced one's, timed interleaved through the runtime: what generation costs,
+    which the stage's fixed-shape prefill timing does not show."""
+    import statistics
+    import time
+
+    from edgegolf.runtime.models import open_model
+
+    models = [open_model(path, tokenizer_json, spec, threads=1) for path in (fused, traced)]
+    ids = models[0].text_tokenizer.encode("\n\n".join(texts)).ids
+    cache = max(1, min(cache, spec.max_length - 1, len(ids)))
+    feeds = []
+    for model in models:
+        logits, state = model.prefill(ids[:cache])
+        feeds.append({"input_ids": np.asarray([[int(logits.argmax())]], dtype=np.int64),
+                      "attention_mask": np.ones((1, cache + 1), dtype=np.int64), **state})
+    times: list[list[float]] = [[], []]
+    for _ in range(rounds):
+        for index, model in enumerate(models):
+            model.run(feeds[index])  # warm
+            for _ in range(runs):
+                started = time.perf_counter()
+                model.run(feeds[index])
+                times[index].append(time.perf_counter() - started)
+    return statistics.median(times[0]) / statistics.median(times[1])
