@@ -29,11 +29,22 @@ Measured 2026-11-30 on a shared 2-core AVX2 CPU without VNNI, 4 other helpers' j
 | edgegolf int4 sym fused | 86.4 | 1.4835 | 1472.7 | 41.68 | 24.0 | 0.95x |
 | genai builder int4 | 86.5 | 1.4518 | 1562.6 | 39.44 | 25.4 | 1.00x |
 
+A second run, int4 only and decode-focused (`--tokens 0 --rounds 30 --no-fp32`, load ~10):
+
+| graph | MB | prefill 128 ms | decode ms | decode tok/s | decode vs builder |
+|---|---|---|---|---|---|
+| edgegolf int4 asym traced | 88.5 | 1111.7 | 48.15 | 20.8 | 0.66x |
+| edgegolf int4 asym fused | 89.4 | 1100.9 | 31.63 | 31.6 | 1.01x |
+| edgegolf int4 sym traced | 85.5 | 1109.5 | 47.77 | 20.9 | 0.67x |
+| edgegolf int4 sym fused | 86.4 | 1146.5 | 31.26 | 32.0 | 1.02x |
+| genai builder int4 | 86.5 | 1147.7 | 31.99 | 31.3 | 1.00x |
+
 The fused graph takes 30-40% off an int4 decode step (the traced graph's hundreds of small ops
 per layer cost more than the 4-bit products once the weights are small) and leaves fp32, where
-the products dominate, about as it was. Symmetric int4 on the fused graph decodes within 5% of
-the builder's (also symmetric); asymmetric blocks (zero points) cost a further ~20% in the
-int8-compute kernel. The fused graph is 0.9 MB larger than the traced one: the rotary cos/sin
+the products dominate, about as it was. On the fused graph int4 decodes at the builder's speed
+(0.95x-1.02x across runs: within this machine's noise); whether asymmetric blocks (zero points)
+cost more in the int8-compute kernel did not hold up between runs (0.78x in one, 1.01x in the
+other). The fused graph is 0.9 MB larger than the traced one: the rotary cos/sin
 tables for SmolLM2's 8,192 positions. An earlier run (load ~8) measured, per variant of the
 fused asymmetric graph: separate RotaryEmbedding ops 43.9 ms, rotary inside attention 39.8 ms,
 no padding bias 43.0 ms (the bias stays: left-padded batches need it), builder 35.6 ms.

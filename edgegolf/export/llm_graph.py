@@ -128,8 +128,9 @@ def build_fused_decoder(model) -> onnx.ModelProto:
         raise ExportError(f"no fused graph for this model: {reason}")
     layers = model.model.layers
     attn0 = layers[0].self_attn
-    num_heads, kv_heads = int(config.num_attention_heads), int(config.num_key_value_heads)
-    head_dim = attn0.q_proj.out_features // num_heads
+    # heads from the projections' widths: a head-pruned model's are the truth
+    head_dim = int(attn0.head_dim)
+    num_heads, kv_heads = attn0.q_proj.out_features // head_dim, attn0.k_proj.out_features // head_dim
     positions = int(getattr(config, "max_position_embeddings", 0) or 4096)
     g = _Graph()
 
