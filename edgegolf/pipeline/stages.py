@@ -217,6 +217,8 @@ def _describe_export(made: Made) -> tuple[Artifact, dict[str, Any]]:
 def optimize(artifact: Artifact, config, ctx: Context) -> tuple[Artifact, dict[str, Any]]:
     """onnxruntime's transformer fusions, checked against PyTorch; whether to keep them is the
     review's call, once the fused graph is timed."""
+    if config.mode != "off" and ctx.adapter.name == "causal-lm":
+        return _optimize_causal_lm(artifact, config, ctx)
     if config.mode == "off" or not ctx.adapter.optimizable:
         skipped = {} if config.mode == "off" else {"skipped": f"no verified fusions for {ctx.adapter.name} graphs"}
         return artifact, {"kept": False, **skipped}
@@ -237,15 +239,45 @@ def optimize(artifact: Artifact, config, ctx: Context) -> tuple[Artifact, dict[s
     return replace(artifact, graph=report.path), {"fused_ops": report.fused_ops, "max_abs_diff": diff}
 
 
+def _optimize_causal_lm(artifact: Artifact, config, ctx: Context) -> tuple[Artifact, dict[str, Any]]:
+    """LLaMA/Qwen2 decoders: the cached graph written with onnxruntime's fused ops, checked
+    against PyTorch on a padded batch (right and left) and a cached step. Mode auto keeps the
+    traced graph when the check fails; mode on stops there."""
+    from edgegolf.errors import ExportError
+    from edgegolf.export.llm_fusions import decode_ratio, fusable, write_fused_causal_lm
+
+    reason = fusable(artifact.model.config)
+    if reason:
+        return artifact, {"kept": False, "skipped": f"no fused graph: {reason}"}
+    encoder = make_tokenizer(artifact.tokenizer_json, artifact.spec)
+    texts = list(ctx.split.train.texts[:3])
+    try:
+        fused = write_fused_causal_lm(artifact.model, ctx.work / "model-optimized.onnx", atol=ctx.atol, verify_feeds=[
+            encoder.encode(texts[:1]), encoder.encode([texts[1], texts[2][:80]])])
+    except ExportError as exc:
+        if config.mode == "on":
+            raise
+        log.warning("fused graph dropped: %s", exc)
+        return artifact, {"kept": False, "skipped": f"fused graph failed its check: {exc}"}
+    # what generation pays: one cached step, fused over traced (the review weighs it beside the prefill timing)
+    ratio = decode_ratio(fused.path, artifact.graph, artifact.tokenizer_json, artifact.spec,
+                         list(ctx.split.train.texts[:8]))
+    return replace(artifact, graph=fused.path), {"fused_ops": fused.fused_ops, "max_abs_diff": fused.max_abs_diff,
+                                                 "decode_ratio": ratio}
+
+
 def _keep_if_faster(made: Made) -> tuple[Artifact, dict[str, Any]]:
     """mode auto keeps the fused graph only if measured faster than the plain export."""
     if made.result is None:
         return made.artifact, {}
     fp32 = made.earlier[-1]
     ratio = made.result.latency.p50_ms / fp32.latency.p50_ms
-    kept = made.config.mode == "on" or made.result.latency.p50_ms < fp32.latency.p50_ms
+    decode = made.measured.get("decode_ratio")  # causal-lm: a decode step is what generation repeats
+    kept = made.config.mode == "on" or (decode < 1 if decode is not None else made.result.latency.p50_ms <
+                                        fp32.latency.p50_ms)
     fused = ", ".join(f"{op} x{n}" for op, n in sorted(made.measured["fused_ops"].items())) or "nothing fused"
     made.result.notes.append(f"{fused}; p50 {ratio:.2f}x the fp32 export; " +
+                             (f"decode step p50 {decode:.2f}x; " if decode is not None else "") +
                              ("kept" if kept else "dropped: not faster, later stages use the fp32 export"))
     artifact = made.artifact if kept else replace(made.artifact, graph=made.artifact.fp32)
     return artifact, {"kept": kept, "p50_ratio": ratio}

@@ -64,7 +64,7 @@ class CausalLM(TaskAdapter):
     output_names = ("logits",)
     scores_train = False  # only the held-out texts are scored
     default_eval_limit = DEFAULT_TOKEN_BUDGET  # evaluate.limit counts scored tokens here
-    optimizable = False  # onnxruntime's transformer fusions are not verified on the cached graph: skipped
+    optimizable = False  # not onnxruntime's optimizer: LLaMA/Qwen2 get edgegolf/export/llm_graph.py's fused graph
 
     @classmethod
     def claims(cls, architecture: str) -> bool:
