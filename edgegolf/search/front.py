@@ -54,7 +54,8 @@ def record_from_trial(trial) -> TrialRecord | None:
     attrs = trial.user_attrs
     if "measured" not in attrs:
         return None
-    checks = tuple(LimitCheck(c["field"], c["label"], c["unit"], c["measured"], c["limit"]) for c in attrs["checks"])
+    checks = tuple(LimitCheck(c["field"], c["label"], c["unit"], c["measured"], c["limit"], c.get("absolute"),
+                              c.get("reference")) for c in attrs["checks"])
     worker = attrs.get("worker", {})
     return TrialRecord(trial.number, dict(trial.params), dict(attrs["measured"]), Verdict(checks),
                        attrs.get("bundle"), worker.get("host"), attrs.get("duplicate_of"),

@@ -158,7 +158,8 @@ def search(
 
     limits = budget_.to_dict()
     size_field = "zstd_mb" if "zstd_mb" in limits and "size_mb" not in limits else "size_mb"
-    latency_field = "p95_ms" if "p95_ms" in limits and "p50_ms" not in limits else "p50_ms"
+    p95_only = not {"p50_ms", "p50_ratio"} & set(limits) and bool({"p95_ms", "p95_ratio"} & set(limits))
+    latency_field = "p95_ms" if p95_only else "p50_ms"
 
     # the source by name, not path: workers on other machines keep it elsewhere
     identity = {"source": {"name": src.name, "kind": src.kind}, "budget": limits, "recipe": base_recipe.to_dict(), "space": bound.describe()}
@@ -213,7 +214,8 @@ def search(
         checks = result.verdict.checks
         trial.set_user_attr("measured", measured)
         trial.set_user_attr("checks", [{"field": c.field, "label": c.label, "unit": c.unit, "measured": c.measured,
-                                        "limit": c.limit} for c in checks])
+                                        "limit": c.limit, "absolute": c.absolute, "reference": c.reference}
+                                       for c in checks])
         for c in checks:  # the budget as Optuna constraints: relative excess, <= 0 fits
             trial.set_constraint(c.field, (c.measured - c.limit) / c.limit if c.limit else c.measured - c.limit)
         trial.set_user_attr("bundle", str(bundle.resolve()))
