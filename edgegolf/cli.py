@@ -259,6 +259,8 @@ def search_command(
              "for a causal LM, N scored tokens, default 32,768); 0 scores everything.")] = None,
     distill: Annotated[Optional[str], typer.Option(
         help="Offer distillation of pruned students with these settings, e.g. 'steps=300' (a choice per trial).")] = None,
+    always_distill: Annotated[bool, typer.Option(
+        help="With --distill: distill every pruned student that could fit, not as a choice per trial.")] = False,
     sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe | nsga2 (both multi-objective, constrained).")] = "tpe",
     seed: Annotated[Optional[int], typer.Option(help="Sampler seed (give workers different seeds).")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
@@ -279,6 +281,7 @@ def search_command(
     result = search(source, output=output, budget=budget, trials=trials, time_limit=time, storage=storage,
                     study=study, task=task, recipe=recipe,
                     overrides={"bench.device": device, "evaluate.limit": eval_limit}, distill=distill,
+                    always_distill=always_distill,
                     sampler=sampler, seed=seed, force=force, trust_remote_code=trust_remote_code)
     print(f"## Pareto front ({len(result.records)} completed trials; * = the bundle in {output}/)\n")
     print(result.front_markdown + "\n")

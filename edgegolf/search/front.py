@@ -24,6 +24,7 @@ class TrialRecord:
     seconds: float
     cpu_seconds: float
     reused: dict[str, bool]
+    rejected_by_proxy: str | None = None  # why its undistilled proxy could not fit: it was never distilled
 
     @property
     def fits(self) -> bool:
@@ -44,7 +45,7 @@ class TrialRecord:
         if p["vocab"]:
             parts.append("vocab" if p["vocab"] == 1 else f"vocab>={p['vocab']}")
         if p.get("distill"):
-            parts.append("distilled")
+            parts.append("distillation rejected by proxy" if self.rejected_by_proxy else "distilled")
         scheme = p["quantize"] + (f"/{p['int4_block_size']}" if p["quantize"] == "int4" else "")
         return ", ".join(parts) + f"; {scheme}"
 
@@ -60,7 +61,7 @@ def record_from_trial(trial) -> TrialRecord | None:
     return TrialRecord(trial.number, dict(trial.params), dict(attrs["measured"]), Verdict(checks),
                        attrs.get("bundle"), worker.get("host"), attrs.get("duplicate_of"),
                        float(attrs.get("seconds", 0.0)), float(attrs.get("cpu_seconds", 0.0)),
-                       dict(attrs.get("reused", {})))
+                       dict(attrs.get("reused", {})), attrs.get("rejected_by_proxy"))
 
 
 def dominates(a: TrialRecord, b: TrialRecord) -> bool:

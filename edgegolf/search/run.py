@@ -82,6 +82,7 @@ def search(
     overrides: dict[str, Any] | None = None,
     space: Any = None,
     distill: str | dict[str, Any] | None = None,
+    always_distill: bool = False,
     sampler: str = "tpe",
     seed: int | None = None,
     force: bool = False,
@@ -153,7 +154,9 @@ def search(
         from edgegolf.compression.distill import distill_config_from_dict, parse_distill_spec
 
         config = parse_distill_spec(distill) if isinstance(distill, str) else distill_config_from_dict(distill)
-        space = replace(space, distill=config.to_dict())
+        space = replace(space, distill=config.to_dict(), always_distill=always_distill or space.always_distill)
+    elif always_distill:
+        raise RecipeError("search always_distill needs distill settings to use: give distill=, e.g. --distill steps=300")
     bound = BoundSpace(space, shape, corpus)
 
     limits = budget_.to_dict()
@@ -187,8 +190,9 @@ def search(
         twin = next((t for t in study_.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                      if t.params == params and "measured" in t.user_attrs), None)
         if twin is not None:  # the sampler proposed settings already measured: reuse, do not rerun
-            for key in ("measured", "checks", "bundle", "reused"):
-                trial.set_user_attr(key, twin.user_attrs[key])
+            for key in ("measured", "checks", "bundle", "reused", "stages", "rejected_by_proxy", "proxy"):
+                if key in twin.user_attrs:
+                    trial.set_user_attr(key, twin.user_attrs[key])
             for key, value in twin.constraints.items():
                 trial.set_constraint(key, value)
             trial.set_user_attr("duplicate_of", twin.number)
@@ -199,20 +203,34 @@ def search(
         t, cpu = time.perf_counter(), _cpu_seconds()
         hits = dict(memo.hits)
         bundle = search_dir / "trials" / str(trial.number)
-        result = compress(source, output=bundle, recipe=base_recipe,
-                          budget=budget_, overrides=bound.overrides(params), force=True,
-                          trust_remote_code=trust_remote_code, cache=memo)
-        final, teacher = result.final, result.teacher
-        measured = {"accuracy": final.metrics["accuracy"], "teacher_accuracy": teacher.metrics["accuracy"],
-                    "drop": teacher.metrics["accuracy"] - final.metrics["accuracy"],
-                    "size_mb": final.size.raw_bytes / MB, "zstd_mb": final.size.zstd_bytes / MB,
-                    "p50_ms": final.latency.p50_ms, "p95_ms": final.latency.p95_ms,
-                    "memory_mb": final.peak_rss_bytes / MB,
-                    **{k: v for k, v in final.metrics.items() if k != "accuracy"}}
-        measured["latency_ms"] = measured[latency_field]
-        measured["size_objective_mb"] = measured[size_field]
+
+        def run(overrides: dict[str, Any]):
+            result = compress(source, output=bundle, recipe=base_recipe, budget=budget_, overrides=overrides,
+                              force=True, trust_remote_code=trust_remote_code, cache=memo)
+            return result, _measured(result, latency_field, size_field)
+
+        overrides = bound.overrides(params)
+        proxy = None
+        if "distill" in overrides:
+            # the cheap proxy first: the refit-only student (pruned, not trained), measured as compress
+            # measures. Distillation moves accuracy only: a size, latency or memory limit this student
+            # breaks, the distilled one breaks too, so the distillation is not spent on it
+            result, measured = run({k: v for k, v in overrides.items() if k != "distill"})
+            proxy = {"measured": measured, "stages": _stages_run(result), "seconds": round(time.perf_counter() - t, 2)}
+            broken = [c for c in result.verdict.checks if not c.fits and c.field in UNCHANGED_BY_DISTILLATION]
+            if broken:
+                reason = "; ".join(c.describe() for c in broken)
+                trial.set_user_attr("rejected_by_proxy", reason)
+                log.info("trial %d [%s]: rejected by the undistilled proxy, not distilled: %s", trial.number,
+                         params, reason)
+            else:
+                trial.set_user_attr("proxy", proxy)
+                result, measured = run(overrides)
+        else:
+            result, measured = run(overrides)
         checks = result.verdict.checks
         trial.set_user_attr("measured", measured)
+        trial.set_user_attr("stages", _stages_run(result))  # what ran: a proxy-rejected trial has no distill
         trial.set_user_attr("checks", [{"field": c.field, "label": c.label, "unit": c.unit, "measured": c.measured,
                                         "limit": c.limit, "absolute": c.absolute, "reference": c.reference}
                                        for c in checks])
@@ -282,6 +300,33 @@ def search(
     result.cpu_seconds = _cpu_seconds() - cpu_started
     result.wall_seconds = time.perf_counter() - started
     return result
+
+
+# Budget limits distillation cannot move (it changes weights, not shapes): a proxy that breaks one rejects
+UNCHANGED_BY_DISTILLATION = ("size_mb", "zstd_mb", "p50_ms", "p95_ms", "p50_ratio", "p95_ratio", "memory_mb")
+
+
+def _measured(result, latency_field: str, size_field: str) -> dict[str, float]:
+    """A compress result's numbers as a trial stores them (the budget's field names, and more)."""
+    final, teacher = result.final, result.teacher
+    measured = {"accuracy": final.metrics["accuracy"], "teacher_accuracy": teacher.metrics["accuracy"],
+                "drop": teacher.metrics["accuracy"] - final.metrics["accuracy"],
+                "size_mb": final.size.raw_bytes / MB, "zstd_mb": final.size.zstd_bytes / MB,
+                "p50_ms": final.latency.p50_ms, "p95_ms": final.latency.p95_ms,
+                "memory_mb": final.peak_rss_bytes / MB,
+                **{k: v for k, v in final.metrics.items() if k != "accuracy"}}
+    for check in result.verdict.checks:
+        if check.reference is not None:  # p50<=0.1x: the ratio and the fp32 export's ms
+            measured[check.field] = check.measured
+            measured[check.field.replace("_ratio", "_fp32_ms")] = check.reference
+    measured["latency_ms"] = measured[latency_field]
+    measured["size_objective_mb"] = measured[size_field]
+    return measured
+
+
+def _stages_run(result) -> list[str]:
+    """The stages a compress run's provenance records (reused ones included)."""
+    return [record["stage"] for record in result.manifest.get("provenance", [])]
 
 
 def _reuse_summary(records: list, memo) -> dict[str, Any]:
