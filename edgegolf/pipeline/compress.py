@@ -97,6 +97,7 @@ def compress(
     allow_pickle: bool = False,
     cache: StageCache | None = None,
     memo: StageCache | None = None,
+    teacher_outputs: Any = None,
 ) -> CompressResult:
     """Compress `source` (a model folder, a hub id, or None for the bundled MiniLM) into a
     bundle at `output`: load, prune, distill, export, optimize, quantize (each as the recipe
@@ -106,7 +107,8 @@ def compress(
     `overrides` are dotted recipe fields, as the CLI flags set them ({"quantize.scheme": "int4"}).
     `cache` (a search passes one; `memo` is its former name) reuses the stages earlier runs of
     the same process ran on the same input with the same settings: the loaded, measured
-    teacher, and each student's prune, distill, export and optimize.
+    teacher, and each student's prune, distill, export and optimize. `teacher_outputs` (a search's
+    edgegolf.search.teacher_cache.TeacherOutputs) shares the teacher's outputs between processes.
     """
     started = time.perf_counter()
     cache = cache if cache is not None else memo
@@ -163,7 +165,8 @@ def compress(
                       max_length=recipe_.export.max_length, atol=recipe_.export.atol,
                       calibration_size=recipe_.evaluate.calibration_size, trust_remote_code=trust_remote_code,
                       allow_pickle=allow_pickle, work=writer.work)
-        measurer = Measurer(Evaluation(adapter, scored, recipe_.evaluate.batch), recipe_.bench, profile)
+        measurer = Measurer(Evaluation(adapter, scored, recipe_.evaluate.batch), recipe_.bench, profile,
+                            teacher_outputs=teacher_outputs)
         if budget_.relative_fields() and recipe_.prune and cache is None:
             cache = StageCache(writer.work / "stage-cache")  # one teacher for the chain and its unpruned export
         outcome = run_stages(STAGES, recipe_, ctx, measurer, cache)

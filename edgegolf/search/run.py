@@ -106,6 +106,8 @@ def search(
     from edgegolf.search import study as studies
     from edgegolf.search.front import best_fitting, closest, markdown_front, pareto_front, why_nothing_fits
     from edgegolf.search.space import BoundSpace, SearchSpace, model_shape
+    from edgegolf.search.teacher_cache import TeacherOutputs
+    from edgegolf.search.teacher_cache import folder_beside as teacher_folder_beside
     from edgegolf.source import resolve_source
 
     started, cpu_started = time.perf_counter(), _cpu_seconds()
@@ -171,6 +173,8 @@ def search(
              studies.count(study_, TrialState.COMPLETE), trials)
 
     memo = StageCache(search_dir / f"memo-{studies.HOST}-{os.getpid()}", max_students=24)
+    # the teacher's outputs: computed by the first worker, read by the others and by reruns
+    teacher_outputs = TeacherOutputs(teacher_folder_beside(storage_url, search_dir))
     _remove_dead_memos(search_dir)
     mine: list[int] = []  # trials this process ran
     full: list[int] = []  # trials this process found surplus
@@ -206,7 +210,8 @@ def search(
 
         def run(overrides: dict[str, Any]):
             result = compress(source, output=bundle, recipe=base_recipe, budget=budget_, overrides=overrides,
-                              force=True, trust_remote_code=trust_remote_code, cache=memo)
+                              force=True, trust_remote_code=trust_remote_code, cache=memo,
+                              teacher_outputs=teacher_outputs)
             return result, _measured(result, latency_field, size_field)
 
         overrides = bound.overrides(params)
