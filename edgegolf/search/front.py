@@ -77,16 +77,26 @@ def pareto_front(records: list[TrialRecord]) -> list[TrialRecord]:
     return sorted(front, key=lambda r: (-r.objectives[0], r.objectives[1], r.objectives[2]))
 
 
+def fitting_ranking(records: list[TrialRecord]) -> list[TrialRecord]:
+    """Trials that fit, most accurate first; ties go to the faster, then the smaller."""
+    fitting = [r for r in records if r.fits and r.duplicate_of is None]
+    return sorted(fitting, key=lambda r: (-r.objectives[0], r.objectives[1], r.objectives[2], r.number))
+
+
+def closest_ranking(records: list[TrialRecord]) -> list[TrialRecord]:
+    """Trials by how little their worst limit is exceeded (measured/limit of the binding limit)."""
+    distinct = [r for r in records if r.duplicate_of is None]
+    return sorted(distinct, key=lambda r: (r.verdict.binding.usage, -r.objectives[0], r.number))
+
+
 def best_fitting(records: list[TrialRecord]) -> TrialRecord | None:
     """The most accurate trial that fits; ties go to the faster, then the smaller."""
-    fitting = [r for r in records if r.fits and r.duplicate_of is None]
-    return min(fitting, key=lambda r: (-r.objectives[0], r.objectives[1], r.objectives[2], r.number), default=None)
+    return next(iter(fitting_ranking(records)), None)
 
 
 def closest(records: list[TrialRecord]) -> TrialRecord | None:
     """The trial whose worst limit is least exceeded (smallest measured/limit of its binding limit)."""
-    distinct = [r for r in records if r.duplicate_of is None]
-    return min(distinct, key=lambda r: (r.verdict.binding.usage, -r.objectives[0], r.number), default=None)
+    return next(iter(closest_ranking(records)), None)
 
 
 def why_nothing_fits(records: list[TrialRecord]) -> str:

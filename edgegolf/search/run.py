@@ -43,6 +43,8 @@ class SearchResult:
     front_markdown: str
     search_dir: Path
     reuse: dict[str, Any] = field(default_factory=dict)  # work shared between this process's trials
+    # the chosen trial re-measured on the full split, beside its sample numbers and the runner-up's
+    full_split: dict[str, Any] = field(default_factory=dict)
     cpu_seconds: float = 0.0  # this process, its children included
     wall_seconds: float = 0.0
 
@@ -104,7 +106,16 @@ def search(
     from edgegolf.pipeline import StageCache, build_recipe
     from edgegolf.recipe import Recipe
     from edgegolf.search import study as studies
-    from edgegolf.search.front import best_fitting, closest, markdown_front, pareto_front, why_nothing_fits
+    from edgegolf.search.front import (
+        best_fitting,
+        closest,
+        closest_ranking,
+        fitting_ranking,
+        markdown_front,
+        pareto_front,
+        why_nothing_fits,
+    )
+    from edgegolf.search.full_split import describe as describe_full_split
     from edgegolf.search.space import BoundSpace, SearchSpace, model_shape
     from edgegolf.search.teacher_cache import TeacherOutputs
     from edgegolf.search.teacher_cache import folder_beside as teacher_folder_beside
@@ -299,8 +310,14 @@ def search(
     table = markdown_front(front, chosen)
     result = SearchResult(output, study_name, storage_url, fits, chosen, front, records, message, table, search_dir)
     result.reuse = _reuse_summary([r for r in records if r.number in mine], memo)
+    bundle = _chosen_bundle(result, source, base_recipe, budget_, bound, trust_remote_code)
+    # before it ships: the chosen graph scored on the whole split, and the runner-up on the same sample
+    ranking = fitting_ranking(records) if fits else closest_ranking(records)
+    result.full_split = _full_split_check(chosen, ranking, bundle, src, base_recipe, limits, teacher_outputs,
+                                          trust_remote_code)
+    result.message += "\n" + describe_full_split(result.full_split)
     _write_reports(result, limits)
-    _publish(result, src, source, base_recipe, budget_, bound, trust_remote_code, force)
+    _publish(result, bundle, force)
     _drop_unneeded_bundles(result, mine)
     result.cpu_seconds = _cpu_seconds() - cpu_started
     result.wall_seconds = time.perf_counter() - started
@@ -354,9 +371,16 @@ def _write_reports(result: SearchResult, limits: dict[str, float]) -> None:
 
     teacher = result.records[0].measured["teacher_accuracy"] if result.records else None
     svg = svg_plot(result.records, result.front, result.chosen, limits, teacher_accuracy=teacher)
+    from edgegolf.search.full_split import describe
+
+    full = describe(result.full_split) if result.full_split else ""
+    message = result.message.removesuffix("\n" + full)  # the full split's lines get a section of their own
     text = (f"# Search {result.study_name}\n\nstorage: `{result.storage}`; {len(result.records)} completed trials\n\n"
-            f"{'FITS' if result.fits else 'NOTHING FITS'}: {result.message}\n\n## Pareto front (measured)\n\n"
+            f"{'FITS' if result.fits else 'NOTHING FITS'}: {message}\n\n## Pareto front (measured)\n\n"
             f"(* = the trial in the bundle)\n\n{result.front_markdown}\n")
+    if full:
+        lines = full.splitlines()
+        text += "\n## The chosen trial on the full split, and the noise\n\n" + "\n".join(f"- {x}" for x in lines) + "\n"
     page = html_report(text, result.records, result.front, result.chosen, limits, teacher_accuracy=teacher)
     for name, content in (("front.md", text + "\n![front](front.svg)\n"), ("front.svg", svg), ("front.html", page)):
         partial = result.search_dir / f".{name}.{os.getpid()}.partial"
@@ -364,14 +388,9 @@ def _write_reports(result: SearchResult, limits: dict[str, float]) -> None:
         os.replace(partial, result.search_dir / name)
 
 
-def _publish(result: SearchResult, src, source, base_recipe, budget, bound, trust_remote_code: bool,
-             force: bool) -> None:
-    """Write the chosen trial's bundle to OUT atomically, with the search's report beside it.
-    A trial run on another machine is rerun here from its parameters."""
-    import json
-
-    from edgegolf.bundle import BundleWriter
-    from edgegolf.search.front import search_points
+def _chosen_bundle(result: SearchResult, source, base_recipe, budget, bound, trust_remote_code: bool) -> Path:
+    """The chosen trial's bundle on this machine; a trial run on another machine is rerun here
+    from its parameters."""
     from edgegolf.search.study import HOST
 
     chosen = result.chosen
@@ -383,13 +402,51 @@ def _publish(result: SearchResult, src, source, base_recipe, budget, bound, trus
         bundle = result.search_dir / "trials" / f"{chosen.number}-rerun"
         compress(source, output=bundle, recipe=base_recipe, budget=budget,
                  overrides=bound.overrides(chosen.params), force=True, trust_remote_code=trust_remote_code)
+    return bundle
+
+
+def _full_split_check(chosen, ranking: list, bundle: Path, src, base_recipe, limits: dict[str, float],
+                      teacher_outputs, trust_remote_code: bool) -> dict[str, Any]:
+    """Sample and full-split numbers of the chosen trial, and whether the sample separated it from
+    the runner-up (the next trial in the same ranking) beyond the noise."""
+    import json
+
+    from edgegolf.search.full_split import overlap, sample_numbers, score_on_full_split
+
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    full = None
+    if base_recipe.evaluate.limit != 0:  # 0: the trials were scored on the full split already
+        full = score_on_full_split(bundle, src, base_recipe, teacher_outputs=teacher_outputs,
+                                   trust_remote_code=trust_remote_code)
+    runner = next((r for r in ranking if r.number != chosen.number), None)
+    sample = sample_numbers(chosen)
+    check: dict[str, Any] = {"trial": chosen.number, "sample": sample, "full": full,
+                             "sample_texts": manifest.get("evaluation", {}).get("test_texts"),
+                             "drop_limit": limits.get("max_accuracy_drop"), "runner_up": None, "within_noise": None}
+    if runner is not None:
+        check["runner_up"] = {"trial": runner.number, "label": runner.label(), "sample": sample_numbers(runner)}
+        check["within_noise"] = overlap(sample, check["runner_up"]["sample"])
+    if full is not None:
+        log.info("trial %d on the full split (%d test texts): accuracy %.2f, drop %.2f (sample: %.2f, drop %.2f)",
+                 chosen.number, full["test_texts"], full["accuracy"], full["drop"], sample["accuracy"], sample["drop"])
+    return check
+
+
+def _publish(result: SearchResult, bundle: Path, force: bool) -> None:
+    """Write the chosen trial's bundle to OUT atomically, with the search's report beside it."""
+    import json
+
+    from edgegolf.bundle import BundleWriter
+    from edgegolf.search.front import search_points
+
+    chosen = result.chosen
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     for key in ("files", "format", "format_version"):
         manifest.pop(key, None)
     manifest["search"] = {"study": result.study_name, "storage": result.storage, "trial": chosen.number,
                           "params": chosen.params, "fits": result.fits, "message": result.message,
                           "completed_trials": len(result.records), "front": [r.number for r in result.front],
-                          "points": search_points(result.records, result.front)}
+                          "points": search_points(result.records, result.front), "full_split": result.full_split}
     with BundleWriter(result.output, force=force) as writer:
         for path in bundle.iterdir():
             if path.is_file() and path.name != "manifest.json":
