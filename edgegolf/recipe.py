@@ -277,16 +277,16 @@ class Budget:
             if key not in by_term:
                 raise RecipeError(f"budget term {part!r} limits unknown {key!r}; accepted: {', '.join(by_term)}")
             # a plain number is the term's first unit (p50<=0.1 is 0.1 ms, as it always was)
-            name = next((n for n in by_term[key] if unit in cls.limits()[n]["units"]
-                         or (unit == "" and cls.limits()[n]["units"][0] in ("mb", "ms"))), None)
-            if name is None:
+            field_name = next((n for n in by_term[key] if unit in cls.limits()[n]["units"]
+                               or (unit == "" and cls.limits()[n]["units"][0] in ("mb", "ms"))), None)
+            if field_name is None:
                 absolute = cls.limits()[by_term[key][0]]["units"][0]
                 takes = f"{absolute or 'a plain number'}" + (f" or {RELATIVE} (a multiple of the fp32 export's "
                                                              f"{key})" if key in relative else "")
                 why = (f"only {' and '.join(relative)} take {RELATIVE} (a multiple of the fp32 export's latency); "
                        if unit == RELATIVE else "")
                 raise RecipeError(f"budget term {part!r} has unit {unit!r}; {why}{key} takes {takes}")
-            values[name] = float(number)
+            values[field_name] = float(number)
         if not values:
             raise RecipeError(f"budget {text!r} sets no limit; write terms like: {_BUDGET_FORM}")
         return cls(**values)
