@@ -118,7 +118,8 @@ TARGET_BUDGET = "size<=6MB,p50<=0.1x,drop<=1"
 
 
 def _row(name: str, p50_ms: float, fp32_ms: float, size_mb: float, accuracy: float, full: str = "") -> str:
-    return f"| {name} | {p50_ms:.2f} | {p50_ms / fp32_ms:.3f}x | {fp32_ms / p50_ms:.1f}x | {size_mb:.2f} | {accuracy:.2f} | {full} |"
+    return (f"| {name} | {p50_ms:.2f} | {p50_ms / fp32_ms:.3f}x | {fp32_ms / p50_ms:.1f}x | {size_mb:.2f} "
+            f"| {accuracy:.2f} | {full} |")
 
 
 def target(args) -> int:
@@ -158,7 +159,8 @@ def target(args) -> int:
     print("|---|---|---|---|---|---|---|")
     print(f"| teacher (PyTorch) | {teacher.latency.p50_ms:.2f} | | | | {teacher.metrics['accuracy']:.2f} | |")
     for name, stage in (("fp32 export", fp32), ("default int8 bundle", int8), ("onnxruntime quantize_dynamic", ort)):
-        print(_row(name, stage.latency.p50_ms, fp32.latency.p50_ms, stage.size.raw_bytes / MB, stage.metrics["accuracy"]))
+        print(_row(name, stage.latency.p50_ms, fp32.latency.p50_ms, stage.size.raw_bytes / MB,
+                   stage.metrics["accuracy"]))
     print(_row(f"search: trial {result.chosen.number} [{result.chosen.label()}]", chosen["p50_ms"],
                fp32.latency.p50_ms, chosen["size_mb"], chosen["accuracy"], full_text))
     if "p50_fp32_ms" in chosen:

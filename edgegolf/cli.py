@@ -243,7 +243,8 @@ def search_command(
     source: Annotated[Optional[str], typer.Argument(
         help="A Hugging Face model folder or hub id; omit for the bundled all-MiniLM-L6-v2.")] = None,
     budget: Annotated[str, typer.Option(
-        help="Limits to fit, e.g. 'size<=10MB,p50<=5ms,drop<=1' (the search's constraints).")] = ...,
+        help="Limits to fit, e.g. 'size<=10MB,p50<=5ms,drop<=1' (the search's constraints); p50<=0.1x: at most "
+             "0.1 times the fp32 export's p50, timed in the same run.")] = ...,
     trials: Annotated[int, typer.Option(help="Completed trials the study should hold (all workers, all runs).")] = 20,
     time: Annotated[Optional[str], typer.Option("--time", help="Stop starting trials after this long: 90s, 30m, 2h.")] = None,
     storage: Annotated[Optional[str], typer.Option(

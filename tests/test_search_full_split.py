@@ -22,7 +22,7 @@ def test_the_chosen_trial_is_rescored_on_the_full_split_and_a_tie_within_the_noi
     check = result.full_split
     assert check["trial"] == result.chosen.number
     sample, full = check["sample"], check["full"]
-    assert check["sample_texts"] == 12 and full["test_texts"] == 667  # BBC News: 2,225 texts, 30 % held out (stratified)
+    assert check["sample_texts"] == 12 and full["test_texts"] == 667  # BBC News: 2,225 texts, 30 % held out
     assert sample["accuracy"] == result.chosen.measured["accuracy"]
     for numbers in (sample, full):
         assert numbers["accuracy_ci95_low"] <= numbers["accuracy"] <= numbers["accuracy_ci95_high"]

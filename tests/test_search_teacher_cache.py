@@ -25,12 +25,14 @@ def test_two_workers_on_one_storage_compute_the_teachers_outputs_once(tiny_bert,
         assert worker.returncode == 0, worker.stderr.read().decode()[-2000:]
     cache = tmp_path / "shared.db.teacher-outputs"  # beside the storage, not in either worker's output
     events = [line.split() for line in (cache / "events.log").read_text().splitlines()]
-    computed = [e for e in events if e[0] == "computed"]
-    read = [e for e in events if e[0] == "read"]
-    assert len(computed) == 1, events  # once, by one worker
-    assert read and {int(e[2]) for e in read} == pids - {int(computed[0][2])}, events  # the other worker read it
-    assert {e[1] for e in events} == {computed[0][1]}  # one entry: same model, split and task
-    assert len(list(cache.glob("*.npz"))) == 1 and not list(cache.glob(".*partial*"))
+    # two entries: the trials' evaluation subset, and the full split the chosen trial is scored on at the end
+    keys = {e[1] for e in events}
+    assert len(keys) == 2 and len(list(cache.glob("*.npz"))) == 2 and not list(cache.glob(".*partial*")), events
+    for key in keys:
+        computed = [int(e[2]) for e in events if e[0] == "computed" and e[1] == key]
+        read = {int(e[2]) for e in events if e[0] == "read" and e[1] == key}
+        assert len(computed) == 1, events  # once, by one worker
+        assert read == pids - set(computed), events  # the other worker read it
 
 
 def test_the_cache_gives_back_what_was_stored_and_a_rerun_reads_it(tiny_bert, tmp_path):
