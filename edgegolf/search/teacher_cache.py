@@ -16,7 +16,6 @@ one's entry instead of computing it too. Plain arrays and JSON: nothing is unpic
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import hashlib
 import json
 import logging
@@ -87,6 +86,11 @@ class TeacherOutputs:
 
     @contextlib.contextmanager
     def _locked(self, key: str):
+        try:
+            import fcntl
+        except ImportError:  # not POSIX (Windows): no lock; two workers may both compute, each write is atomic
+            yield
+            return
         with open(self.folder / f"{key}.lock", "a") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)  # released when the file closes, also when the process dies
             try:
