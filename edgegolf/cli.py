@@ -243,7 +243,8 @@ def search_command(
     source: Annotated[Optional[str], typer.Argument(
         help="A Hugging Face model folder or hub id; omit for the bundled all-MiniLM-L6-v2.")] = None,
     budget: Annotated[str, typer.Option(
-        help="Limits to fit, e.g. 'size<=10MB,p50<=5ms,drop<=1' (the search's constraints).")] = ...,
+        help="Limits to fit, e.g. 'size<=10MB,p50<=5ms,drop<=1' (the search's constraints); p50<=0.1x: at most "
+             "0.1 times the fp32 export's p50, timed in the same run.")] = ...,
     trials: Annotated[int, typer.Option(help="Completed trials the study should hold (all workers, all runs).")] = 20,
     time: Annotated[Optional[str], typer.Option("--time", help="Stop starting trials after this long: 90s, 30m, 2h.")] = None,
     storage: Annotated[Optional[str], typer.Option(
@@ -259,6 +260,8 @@ def search_command(
              "for a causal LM, N scored tokens, default 32,768); 0 scores everything.")] = None,
     distill: Annotated[Optional[str], typer.Option(
         help="Offer distillation of pruned students with these settings, e.g. 'steps=300' (a choice per trial).")] = None,
+    always_distill: Annotated[bool, typer.Option(
+        help="With --distill: distill every pruned student that could fit, not as a choice per trial.")] = False,
     sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe | nsga2 (both multi-objective, constrained).")] = "tpe",
     seed: Annotated[Optional[int], typer.Option(help="Sampler seed (give workers different seeds).")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
@@ -279,6 +282,7 @@ def search_command(
     result = search(source, output=output, budget=budget, trials=trials, time_limit=time, storage=storage,
                     study=study, task=task, recipe=recipe,
                     overrides={"bench.device": device, "evaluate.limit": eval_limit}, distill=distill,
+                    always_distill=always_distill,
                     sampler=sampler, seed=seed, force=force, trust_remote_code=trust_remote_code)
     print(f"## Pareto front ({len(result.records)} completed trials; * = the bundle in {output}/)\n")
     print(result.front_markdown + "\n")

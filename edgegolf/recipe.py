@@ -215,7 +215,10 @@ class Recipe:
         return data
 
 
-_BUDGET_FORM = "size<=24MB, zstd<=20MB, p50<=8ms, p95<=10ms, memory<=300MB, drop<=0.5 (accuracy points)"
+_BUDGET_FORM = ("size<=24MB, zstd<=20MB, p50<=8ms, p95<=10ms, p50<=0.1x (times the fp32 export's p50), "
+                "memory<=300MB, drop<=0.5 (accuracy points)")
+# the unit of a latency limit relative to the fp32 export measured in the same run
+RELATIVE = "x"
 
 
 def _limit(term: str, unit: str, label: str, help: str, *, units: tuple[str, ...] | None = None) -> Any:
@@ -233,6 +236,12 @@ class Budget:
     zstd_mb: float | None = _limit("zstd", "MB", "zstd size", "the same after zstd: the download size")
     p50_ms: float | None = _limit("p50", "ms", "p50 latency", "latency at the bench shape on the bench device")
     p95_ms: float | None = _limit("p95", "ms", "p95 latency", "latency at the bench shape on the bench device")
+    # p50<=0.1x: at most 0.1 times the p50 of the unpruned model's fp32 export, timed in the same
+    # compress run on the same device (ratios within one run hold on a loaded machine; absolute ms do not)
+    p50_ratio: float | None = _limit("p50", RELATIVE, "p50", "p50 as a multiple of the fp32 export's p50, "
+                                     "measured in the same run on the same device", units=(RELATIVE,))
+    p95_ratio: float | None = _limit("p95", RELATIVE, "p95", "p95 as a multiple of the fp32 export's p95, "
+                                     "measured in the same run on the same device", units=(RELATIVE,))
     memory_mb: float | None = _limit("memory", "MB", "peak memory",
                                      "peak RSS of a fresh process that loads and runs the model")
     max_accuracy_drop: float | None = _limit("drop", "points", "accuracy drop",
@@ -254,7 +263,11 @@ class Budget:
     @classmethod
     def parse(cls, text: str) -> Budget:
         """Parse the CLI form, e.g. "size<=24MB,p50<=8ms,drop<=0.5"."""
-        by_term = {limit["term"]: name for name, limit in cls.limits().items()}
+        by_term: dict[str, list[str]] = {}  # a term's fields: p50 is p50_ms (ms) or p50_ratio (x)
+        for name, limit in cls.limits().items():
+            by_term.setdefault(limit["term"], []).append(name)
+        relative = [term for term, names in by_term.items()
+                    if any(RELATIVE in cls.limits()[n]["units"] for n in names)]
         values: dict[str, float] = {}
         for part in filter(None, (p.strip() for p in text.split(","))):
             match = re.fullmatch(r"([a-z0-9]+)\s*(<=|=)\s*([0-9]*\.?[0-9]+)\s*([a-z]*)", part.lower())
@@ -263,14 +276,25 @@ class Budget:
             key, _, number, unit = match.groups()
             if key not in by_term:
                 raise RecipeError(f"budget term {part!r} limits unknown {key!r}; accepted: {', '.join(by_term)}")
-            name = by_term[key]
-            units = cls.limits()[name]["units"]
-            if unit not in units and not (unit == "" and units[0] in ("mb", "ms")):
-                raise RecipeError(f"budget term {part!r} has unit {unit!r}; {key} takes {units[0] or 'a plain number'}")
-            values[name] = float(number)
+            # a plain number is the term's first unit (p50<=0.1 is 0.1 ms, as it always was)
+            field_name = next((n for n in by_term[key] if unit in cls.limits()[n]["units"]
+                               or (unit == "" and cls.limits()[n]["units"][0] in ("mb", "ms"))), None)
+            if field_name is None:
+                absolute = cls.limits()[by_term[key][0]]["units"][0]
+                takes = f"{absolute or 'a plain number'}" + (f" or {RELATIVE} (a multiple of the fp32 export's "
+                                                             f"{key})" if key in relative else "")
+                why = (f"only {' and '.join(relative)} take {RELATIVE} (a multiple of the fp32 export's latency); "
+                       if unit == RELATIVE else "")
+                raise RecipeError(f"budget term {part!r} has unit {unit!r}; {why}{key} takes {takes}")
+            values[field_name] = float(number)
         if not values:
             raise RecipeError(f"budget {text!r} sets no limit; write terms like: {_BUDGET_FORM}")
         return cls(**values)
+
+    def relative_fields(self) -> list[str]:
+        """The limits set relative to the fp32 export (they need its latency measured)."""
+        return [name for name, value in asdict(self).items()
+                if value is not None and self.limits()[name]["unit"] == RELATIVE]
 
     def is_empty(self) -> bool:
         return all(v is None for v in asdict(self).values())

@@ -252,6 +252,8 @@ CASES: list[Case] = [
     Case("budget: unknown limit", compress("--budget", "speed<=3ms"), "limits unknown 'speed'"),
     Case("budget: unit the limit does not take", compress("--budget", "size<=3GB"), "has unit 'gb'"),
     Case("budget: latency in megabytes", compress("--budget", "p50<=8MB"), "has unit 'mb'"),
+    Case("budget: size as a multiple of the fp32 export", compress("--budget", "size<=0.1x"),
+         "only p50 and p95 take x"),
     Case("budget: negative limit", compress("--budget", "size<=-3MB"), "is malformed"),
     Case("budget: malformed term", compress("--budget", "size<=small"), "is malformed"),
     Case("budget: no limit at all", compress("--budget", ",,"), "sets no limit"),

@@ -8,7 +8,10 @@ pipeline's decision, after measuring it.
 from __future__ import annotations
 
 import collections
+import contextlib
+import io
 import logging
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,9 +55,10 @@ def optimize_graph(in_path: str | Path, out_path: str | Path, *, model_type: str
     options.enable_embed_layer_norm = False
     # num_heads/hidden_size 0 lets onnxruntime read them from the graph
     try:
-        model = optimize_model(str(in_path), model_type=model_type, num_heads=max(num_heads, 0),
-                               hidden_size=max(hidden_size, 0), opt_level=opt_level, use_gpu=False,
-                               optimization_options=options)
+        with fusion_messages_at_debug():
+            model = optimize_model(str(in_path), model_type=model_type, num_heads=max(num_heads, 0),
+                                   hidden_size=max(hidden_size, 0), opt_level=opt_level, use_gpu=False,
+                                   optimization_options=options)
     except Exception as exc:  # a graph onnxruntime's fusion scripts cannot read
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ExportError(f"graph fusion of {in_path.name} failed: {first}") from exc
@@ -64,3 +68,50 @@ def optimize_graph(in_path: str | Path, out_path: str | Path, *, model_type: str
     log.info("optimized %s -> %s: %s", in_path.name, out_path.name,
              ", ".join(f"{k} x{v}" for k, v in fused.items()) or "nothing fused")
     return OptimizeReport(out_path, fused)
+
+
+class _ToDebug(logging.Handler):
+    """Re-emits a third-party record through our logger at DEBUG."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        log.debug("onnxruntime fusion (%s, %s): %s", record.name, record.levelname, record.getMessage())
+
+
+def _fusion_loggers() -> list[logging.Logger]:
+    """The loggers of onnxruntime's transformer scripts. They import each other as top-level
+    modules (onnxruntime/transformers/__init__.py puts its folder on sys.path), so their loggers
+    are named "fusion_attention", "onnx_model", ...: found by where their module lives."""
+    import onnxruntime.transformers as package
+
+    folder = str(Path(package.__file__).parent)
+    names = {"onnxruntime.transformers"}
+    for name, module in list(sys.modules.items()):
+        if module is not None and str(getattr(module, "__file__", None) or "").startswith(folder):
+            names.add(name)
+    known = logging.root.manager.loggerDict
+    return [logging.getLogger(name) for name in sorted(names) if name in known]
+
+
+@contextlib.contextmanager
+def fusion_messages_at_debug():
+    """While onnxruntime's fusion scripts run, what they log (e.g. "Input hidden size (192) is not
+    same as weight matrix dimension of q,k,v (384)" once per head-pruned graph: expected, since
+    we pass the pruned attention width) and what they print go to our log at DEBUG, not to the
+    terminal: they reached it through logging's last-resort handler and bare print() calls."""
+    loggers = _fusion_loggers()
+    handler = _ToDebug()
+    saved = [(logger, logger.propagate) for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(handler)
+        logger.propagate = False  # not to the root logger (nor, without handlers there, to stderr)
+    printed = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(printed):
+            yield
+    finally:
+        for logger, propagate in saved:
+            logger.removeHandler(handler)
+            logger.propagate = propagate
+        for line in printed.getvalue().splitlines():
+            if line.strip():
+                log.debug("onnxruntime fusion printed: %s", line)

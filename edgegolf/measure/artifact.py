@@ -62,8 +62,11 @@ def weight_files(folder: Path) -> list[Path]:
 class Measurer:
     """Scores, times and sizes artifacts for one compress run; never changes a model."""
 
-    def __init__(self, evaluation: Evaluation, bench: BenchSettings, profile: DeviceProfile):
+    def __init__(self, evaluation: Evaluation, bench: BenchSettings, profile: DeviceProfile,
+                 teacher_outputs: Any = None):
         self.evaluation = evaluation
+        # a file cache shared by processes (edgegolf.search.teacher_cache.TeacherOutputs): a search's workers
+        self.teacher_outputs = teacher_outputs
         self.bench = bench
         self.profile = profile
         # the budget's device first, then the ones timed for the report
@@ -76,7 +79,11 @@ class Measurer:
 
         bench, spec = self.bench, encoder.spec
         with torch_threads(work_threads()):
-            outputs, metrics = self.evaluation.teacher(model, encoder)
+            if self.teacher_outputs is not None:
+                key = self.teacher_outputs.key(source_dir, self.evaluation, spec.max_length)
+                outputs, metrics = self.teacher_outputs.fetch(key, lambda: self.evaluation.teacher(model, encoder))
+            else:
+                outputs, metrics = self.evaluation.teacher(model, encoder)
         feeds = fixed_shape_feeds(encoder, self.bench_texts, batch=bench.batch, seq=bench.seq)
         module = self.evaluation.adapter.export_module(model)
         tensors = [torch.from_numpy(feeds[n]) for n in spec.input_names]

@@ -97,6 +97,7 @@ def compress(
     allow_pickle: bool = False,
     cache: StageCache | None = None,
     memo: StageCache | None = None,
+    teacher_outputs: Any = None,
 ) -> CompressResult:
     """Compress `source` (a model folder, a hub id, or None for the bundled MiniLM) into a
     bundle at `output`: load, prune, distill, export, optimize, quantize (each as the recipe
@@ -106,7 +107,8 @@ def compress(
     `overrides` are dotted recipe fields, as the CLI flags set them ({"quantize.scheme": "int4"}).
     `cache` (a search passes one; `memo` is its former name) reuses the stages earlier runs of
     the same process ran on the same input with the same settings: the loaded, measured
-    teacher, and each student's prune, distill, export and optimize.
+    teacher, and each student's prune, distill, export and optimize. `teacher_outputs` (a search's
+    edgegolf.search.teacher_cache.TeacherOutputs) shares the teacher's outputs between processes.
     """
     started = time.perf_counter()
     cache = cache if cache is not None else memo
@@ -161,10 +163,16 @@ def compress(
                       max_length=recipe_.export.max_length, atol=recipe_.export.atol,
                       calibration_size=recipe_.evaluate.calibration_size, trust_remote_code=trust_remote_code,
                       allow_pickle=allow_pickle, work=writer.work)
-        measurer = Measurer(Evaluation(adapter, scored, recipe_.evaluate.batch), recipe_.bench, profile)
+        measurer = Measurer(Evaluation(adapter, scored, recipe_.evaluate.batch), recipe_.bench, profile,
+                            teacher_outputs=teacher_outputs)
+        if budget_.relative_fields() and recipe_.prune and cache is None:
+            cache = StageCache(writer.work / "stage-cache")  # one teacher for the chain and its unpruned export
         outcome = run_stages(STAGES, recipe_, ctx, measurer, cache)
         stages = outcome.results + run_references(recipe_.evaluate.compare, outcome.artifact, outcome.results,
                                                   replace(ctx, teacher=outcome.teacher), measurer)
+        fp32 = _unpruned_fp32(recipe_, ctx, measurer, cache, outcome.results) if budget_.relative_fields() else None
+        if fp32 is not None and fp32.reference:
+            stages.append(fp32)
 
         result = CompressResult(output, task_name, src, recipe_, budget_, profile, stages, None, {})
         final = result.final
@@ -175,7 +183,7 @@ def compress(
             "p95_ms": final.latency.p95_ms,
             "memory_mb": final.peak_rss_bytes / MB,
             "max_accuracy_drop": result.teacher.metrics["accuracy"] - final.metrics["accuracy"],
-        })
+        }, fp32={"p50_ms": fp32.latency.p50_ms, "p95_ms": fp32.latency.p95_ms} if fp32 else None)
         log.info("verdict: %s", result.verdict.summary())
 
         manifest = build_manifest(result, outcome, scored, trust_remote_code=trust_remote_code,
@@ -184,6 +192,26 @@ def compress(
         write_layouts(writer.staging, manifest, recipe_.export.layout)  # before the manifest: its hashes cover them
         result.manifest = writer.commit(manifest)
     return result
+
+
+def _unpruned_fp32(recipe: Recipe, ctx: Context, measurer: Measurer, cache: StageCache | None,
+                   results: list[StageResult]) -> StageResult:
+    """The fp32 export of the unpruned model, timed in this run: what limits such as p50<=0.1x
+    divide by. Unpruned, it is the chain's own export; pruned, the teacher is exported too (from
+    the cache when this process already did it: a search's baseline trial)."""
+    if not recipe.prune:
+        return next(r for r in results if r.name == "onnx-fp32")
+    from edgegolf.compression.quantize import NoQuant
+    from edgegolf.recipe import OptimizeSettings
+
+    assert cache is not None  # compress() gives a pruned run with relative limits one
+    hits, misses = dict(cache.hits), dict(cache.misses)
+    plain = replace(recipe, prune=None, distill=None, optimize=OptimizeSettings(mode="off"), quantize=NoQuant())
+    unpruned = run_stages(STAGES, plain, ctx, measurer, cache)
+    cache.hits, cache.misses = hits, misses  # not a run of its own: a search's reuse counts stay its trial's
+    export = next(r for r in unpruned.results if r.name == "onnx-fp32")
+    return replace(export, name="fp32-export", reference=True,
+                   description="fp32 ONNX export of the unpruned model: what latency limits in x divide by")
 
 
 def _fill_bundle(folder: Path, result: CompressResult, artifact: Artifact, manifest: dict[str, Any]) -> None:

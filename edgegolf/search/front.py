@@ -24,6 +24,7 @@ class TrialRecord:
     seconds: float
     cpu_seconds: float
     reused: dict[str, bool]
+    rejected_by_proxy: str | None = None  # why its undistilled proxy could not fit: it was never distilled
 
     @property
     def fits(self) -> bool:
@@ -44,7 +45,7 @@ class TrialRecord:
         if p["vocab"]:
             parts.append("vocab" if p["vocab"] == 1 else f"vocab>={p['vocab']}")
         if p.get("distill"):
-            parts.append("distilled")
+            parts.append("distillation rejected by proxy" if self.rejected_by_proxy else "distilled")
         scheme = p["quantize"] + (f"/{p['int4_block_size']}" if p["quantize"] == "int4" else "")
         return ", ".join(parts) + f"; {scheme}"
 
@@ -54,12 +55,13 @@ def record_from_trial(trial) -> TrialRecord | None:
     attrs = trial.user_attrs
     if "measured" not in attrs:
         return None
-    checks = tuple(LimitCheck(c["field"], c["label"], c["unit"], c["measured"], c["limit"]) for c in attrs["checks"])
+    checks = tuple(LimitCheck(c["field"], c["label"], c["unit"], c["measured"], c["limit"], c.get("absolute"),
+                              c.get("reference")) for c in attrs["checks"])
     worker = attrs.get("worker", {})
     return TrialRecord(trial.number, dict(trial.params), dict(attrs["measured"]), Verdict(checks),
                        attrs.get("bundle"), worker.get("host"), attrs.get("duplicate_of"),
                        float(attrs.get("seconds", 0.0)), float(attrs.get("cpu_seconds", 0.0)),
-                       dict(attrs.get("reused", {})))
+                       dict(attrs.get("reused", {})), attrs.get("rejected_by_proxy"))
 
 
 def dominates(a: TrialRecord, b: TrialRecord) -> bool:
@@ -75,16 +77,26 @@ def pareto_front(records: list[TrialRecord]) -> list[TrialRecord]:
     return sorted(front, key=lambda r: (-r.objectives[0], r.objectives[1], r.objectives[2]))
 
 
+def fitting_ranking(records: list[TrialRecord]) -> list[TrialRecord]:
+    """Trials that fit, most accurate first; ties go to the faster, then the smaller."""
+    fitting = [r for r in records if r.fits and r.duplicate_of is None]
+    return sorted(fitting, key=lambda r: (-r.objectives[0], r.objectives[1], r.objectives[2], r.number))
+
+
+def closest_ranking(records: list[TrialRecord]) -> list[TrialRecord]:
+    """Trials by how little their worst limit is exceeded (measured/limit of the binding limit)."""
+    distinct = [r for r in records if r.duplicate_of is None]
+    return sorted(distinct, key=lambda r: (r.verdict.binding.usage, -r.objectives[0], r.number))
+
+
 def best_fitting(records: list[TrialRecord]) -> TrialRecord | None:
     """The most accurate trial that fits; ties go to the faster, then the smaller."""
-    fitting = [r for r in records if r.fits and r.duplicate_of is None]
-    return min(fitting, key=lambda r: (-r.objectives[0], r.objectives[1], r.objectives[2], r.number), default=None)
+    return next(iter(fitting_ranking(records)), None)
 
 
 def closest(records: list[TrialRecord]) -> TrialRecord | None:
     """The trial whose worst limit is least exceeded (smallest measured/limit of its binding limit)."""
-    distinct = [r for r in records if r.duplicate_of is None]
-    return min(distinct, key=lambda r: (r.verdict.binding.usage, -r.objectives[0], r.number), default=None)
+    return next(iter(closest_ranking(records)), None)
 
 
 def why_nothing_fits(records: list[TrialRecord]) -> str:

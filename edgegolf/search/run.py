@@ -43,6 +43,8 @@ class SearchResult:
     front_markdown: str
     search_dir: Path
     reuse: dict[str, Any] = field(default_factory=dict)  # work shared between this process's trials
+    # the chosen trial re-measured on the full split, beside its sample numbers and the runner-up's
+    full_split: dict[str, Any] = field(default_factory=dict)
     cpu_seconds: float = 0.0  # this process, its children included
     wall_seconds: float = 0.0
 
@@ -82,6 +84,7 @@ def search(
     overrides: dict[str, Any] | None = None,
     space: Any = None,
     distill: str | dict[str, Any] | None = None,
+    always_distill: bool = False,
     sampler: str = "tpe",
     seed: int | None = None,
     force: bool = False,
@@ -103,8 +106,19 @@ def search(
     from edgegolf.pipeline import StageCache, build_recipe
     from edgegolf.recipe import Recipe
     from edgegolf.search import study as studies
-    from edgegolf.search.front import best_fitting, closest, markdown_front, pareto_front, why_nothing_fits
+    from edgegolf.search.front import (
+        best_fitting,
+        closest,
+        closest_ranking,
+        fitting_ranking,
+        markdown_front,
+        pareto_front,
+        why_nothing_fits,
+    )
+    from edgegolf.search.full_split import describe as describe_full_split
     from edgegolf.search.space import BoundSpace, SearchSpace, model_shape
+    from edgegolf.search.teacher_cache import TeacherOutputs
+    from edgegolf.search.teacher_cache import folder_beside as teacher_folder_beside
     from edgegolf.source import resolve_source
 
     started, cpu_started = time.perf_counter(), _cpu_seconds()
@@ -153,12 +167,15 @@ def search(
         from edgegolf.compression.distill import distill_config_from_dict, parse_distill_spec
 
         config = parse_distill_spec(distill) if isinstance(distill, str) else distill_config_from_dict(distill)
-        space = replace(space, distill=config.to_dict())
+        space = replace(space, distill=config.to_dict(), always_distill=always_distill or space.always_distill)
+    elif always_distill:
+        raise RecipeError("search always_distill needs distill settings to use: give distill=, e.g. --distill steps=300")
     bound = BoundSpace(space, shape, corpus)
 
     limits = budget_.to_dict()
     size_field = "zstd_mb" if "zstd_mb" in limits and "size_mb" not in limits else "size_mb"
-    latency_field = "p95_ms" if "p95_ms" in limits and "p50_ms" not in limits else "p50_ms"
+    p95_only = not {"p50_ms", "p50_ratio"} & set(limits) and bool({"p95_ms", "p95_ratio"} & set(limits))
+    latency_field = "p95_ms" if p95_only else "p50_ms"
 
     # the source by name, not path: workers on other machines keep it elsewhere
     identity = {"source": {"name": src.name, "kind": src.kind}, "budget": limits, "recipe": base_recipe.to_dict(), "space": bound.describe()}
@@ -167,6 +184,8 @@ def search(
              studies.count(study_, TrialState.COMPLETE), trials)
 
     memo = StageCache(search_dir / f"memo-{studies.HOST}-{os.getpid()}", max_students=24)
+    # the teacher's outputs: computed by the first worker, read by the others and by reruns
+    teacher_outputs = TeacherOutputs(teacher_folder_beside(storage_url, search_dir))
     _remove_dead_memos(search_dir)
     mine: list[int] = []  # trials this process ran
     full: list[int] = []  # trials this process found surplus
@@ -186,8 +205,9 @@ def search(
         twin = next((t for t in study_.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
                      if t.params == params and "measured" in t.user_attrs), None)
         if twin is not None:  # the sampler proposed settings already measured: reuse, do not rerun
-            for key in ("measured", "checks", "bundle", "reused"):
-                trial.set_user_attr(key, twin.user_attrs[key])
+            for key in ("measured", "checks", "bundle", "reused", "stages", "rejected_by_proxy", "proxy"):
+                if key in twin.user_attrs:
+                    trial.set_user_attr(key, twin.user_attrs[key])
             for key, value in twin.constraints.items():
                 trial.set_constraint(key, value)
             trial.set_user_attr("duplicate_of", twin.number)
@@ -198,22 +218,38 @@ def search(
         t, cpu = time.perf_counter(), _cpu_seconds()
         hits = dict(memo.hits)
         bundle = search_dir / "trials" / str(trial.number)
-        result = compress(source, output=bundle, recipe=base_recipe,
-                          budget=budget_, overrides=bound.overrides(params), force=True,
-                          trust_remote_code=trust_remote_code, cache=memo)
-        final, teacher = result.final, result.teacher
-        measured = {"accuracy": final.metrics["accuracy"], "teacher_accuracy": teacher.metrics["accuracy"],
-                    "drop": teacher.metrics["accuracy"] - final.metrics["accuracy"],
-                    "size_mb": final.size.raw_bytes / MB, "zstd_mb": final.size.zstd_bytes / MB,
-                    "p50_ms": final.latency.p50_ms, "p95_ms": final.latency.p95_ms,
-                    "memory_mb": final.peak_rss_bytes / MB,
-                    **{k: v for k, v in final.metrics.items() if k != "accuracy"}}
-        measured["latency_ms"] = measured[latency_field]
-        measured["size_objective_mb"] = measured[size_field]
+
+        def run(overrides: dict[str, Any]):
+            result = compress(source, output=bundle, recipe=base_recipe, budget=budget_, overrides=overrides,
+                              force=True, trust_remote_code=trust_remote_code, cache=memo,
+                              teacher_outputs=teacher_outputs)
+            return result, _measured(result, latency_field, size_field)
+
+        overrides = bound.overrides(params)
+        proxy = None
+        if "distill" in overrides:
+            # the cheap proxy first: the refit-only student (pruned, not trained), measured as compress
+            # measures. Distillation moves accuracy only: a size, latency or memory limit this student
+            # breaks, the distilled one breaks too, so the distillation is not spent on it
+            result, measured = run({k: v for k, v in overrides.items() if k != "distill"})
+            proxy = {"measured": measured, "stages": _stages_run(result), "seconds": round(time.perf_counter() - t, 2)}
+            broken = [c for c in result.verdict.checks if not c.fits and c.field in UNCHANGED_BY_DISTILLATION]
+            if broken:
+                reason = "; ".join(c.describe() for c in broken)
+                trial.set_user_attr("rejected_by_proxy", reason)
+                log.info("trial %d [%s]: rejected by the undistilled proxy, not distilled: %s", trial.number,
+                         params, reason)
+            else:
+                trial.set_user_attr("proxy", proxy)
+                result, measured = run(overrides)
+        else:
+            result, measured = run(overrides)
         checks = result.verdict.checks
         trial.set_user_attr("measured", measured)
+        trial.set_user_attr("stages", _stages_run(result))  # what ran: a proxy-rejected trial has no distill
         trial.set_user_attr("checks", [{"field": c.field, "label": c.label, "unit": c.unit, "measured": c.measured,
-                                        "limit": c.limit} for c in checks])
+                                        "limit": c.limit, "absolute": c.absolute, "reference": c.reference}
+                                       for c in checks])
         for c in checks:  # the budget as Optuna constraints: relative excess, <= 0 fits
             trial.set_constraint(c.field, (c.measured - c.limit) / c.limit if c.limit else c.measured - c.limit)
         trial.set_user_attr("bundle", str(bundle.resolve()))
@@ -274,12 +310,45 @@ def search(
     table = markdown_front(front, chosen)
     result = SearchResult(output, study_name, storage_url, fits, chosen, front, records, message, table, search_dir)
     result.reuse = _reuse_summary([r for r in records if r.number in mine], memo)
+    bundle = _chosen_bundle(result, source, base_recipe, budget_, bound, trust_remote_code)
+    # before it ships: the chosen graph scored on the whole split, and the runner-up on the same sample
+    ranking = fitting_ranking(records) if fits else closest_ranking(records)
+    result.full_split = _full_split_check(chosen, ranking, bundle, src, base_recipe, limits, teacher_outputs,
+                                          trust_remote_code)
+    result.message += "\n" + describe_full_split(result.full_split)
     _write_reports(result, limits)
-    _publish(result, src, source, base_recipe, budget_, bound, trust_remote_code, force)
+    _publish(result, bundle, force)
     _drop_unneeded_bundles(result, mine)
     result.cpu_seconds = _cpu_seconds() - cpu_started
     result.wall_seconds = time.perf_counter() - started
     return result
+
+
+# Budget limits distillation cannot move (it changes weights, not shapes): a proxy that breaks one rejects
+UNCHANGED_BY_DISTILLATION = ("size_mb", "zstd_mb", "p50_ms", "p95_ms", "p50_ratio", "p95_ratio", "memory_mb")
+
+
+def _measured(result, latency_field: str, size_field: str) -> dict[str, float]:
+    """A compress result's numbers as a trial stores them (the budget's field names, and more)."""
+    final, teacher = result.final, result.teacher
+    measured = {"accuracy": final.metrics["accuracy"], "teacher_accuracy": teacher.metrics["accuracy"],
+                "drop": teacher.metrics["accuracy"] - final.metrics["accuracy"],
+                "size_mb": final.size.raw_bytes / MB, "zstd_mb": final.size.zstd_bytes / MB,
+                "p50_ms": final.latency.p50_ms, "p95_ms": final.latency.p95_ms,
+                "memory_mb": final.peak_rss_bytes / MB,
+                **{k: v for k, v in final.metrics.items() if k != "accuracy"}}
+    for check in result.verdict.checks:
+        if check.reference is not None:  # p50<=0.1x: the ratio and the fp32 export's ms
+            measured[check.field] = check.measured
+            measured[check.field.replace("_ratio", "_fp32_ms")] = check.reference
+    measured["latency_ms"] = measured[latency_field]
+    measured["size_objective_mb"] = measured[size_field]
+    return measured
+
+
+def _stages_run(result) -> list[str]:
+    """The stages a compress run's provenance records (reused ones included)."""
+    return [record["stage"] for record in result.manifest.get("provenance", [])]
 
 
 def _reuse_summary(records: list, memo) -> dict[str, Any]:
@@ -302,9 +371,16 @@ def _write_reports(result: SearchResult, limits: dict[str, float]) -> None:
 
     teacher = result.records[0].measured["teacher_accuracy"] if result.records else None
     svg = svg_plot(result.records, result.front, result.chosen, limits, teacher_accuracy=teacher)
+    from edgegolf.search.full_split import describe
+
+    full = describe(result.full_split) if result.full_split else ""
+    message = result.message.removesuffix("\n" + full)  # the full split's lines get a section of their own
     text = (f"# Search {result.study_name}\n\nstorage: `{result.storage}`; {len(result.records)} completed trials\n\n"
-            f"{'FITS' if result.fits else 'NOTHING FITS'}: {result.message}\n\n## Pareto front (measured)\n\n"
+            f"{'FITS' if result.fits else 'NOTHING FITS'}: {message}\n\n## Pareto front (measured)\n\n"
             f"(* = the trial in the bundle)\n\n{result.front_markdown}\n")
+    if full:
+        lines = full.splitlines()
+        text += "\n## The chosen trial on the full split, and the noise\n\n" + "\n".join(f"- {x}" for x in lines) + "\n"
     page = html_report(text, result.records, result.front, result.chosen, limits, teacher_accuracy=teacher)
     for name, content in (("front.md", text + "\n![front](front.svg)\n"), ("front.svg", svg), ("front.html", page)):
         partial = result.search_dir / f".{name}.{os.getpid()}.partial"
@@ -312,14 +388,9 @@ def _write_reports(result: SearchResult, limits: dict[str, float]) -> None:
         os.replace(partial, result.search_dir / name)
 
 
-def _publish(result: SearchResult, src, source, base_recipe, budget, bound, trust_remote_code: bool,
-             force: bool) -> None:
-    """Write the chosen trial's bundle to OUT atomically, with the search's report beside it.
-    A trial run on another machine is rerun here from its parameters."""
-    import json
-
-    from edgegolf.bundle import BundleWriter
-    from edgegolf.search.front import search_points
+def _chosen_bundle(result: SearchResult, source, base_recipe, budget, bound, trust_remote_code: bool) -> Path:
+    """The chosen trial's bundle on this machine; a trial run on another machine is rerun here
+    from its parameters."""
     from edgegolf.search.study import HOST
 
     chosen = result.chosen
@@ -331,13 +402,51 @@ def _publish(result: SearchResult, src, source, base_recipe, budget, bound, trus
         bundle = result.search_dir / "trials" / f"{chosen.number}-rerun"
         compress(source, output=bundle, recipe=base_recipe, budget=budget,
                  overrides=bound.overrides(chosen.params), force=True, trust_remote_code=trust_remote_code)
+    return bundle
+
+
+def _full_split_check(chosen, ranking: list, bundle: Path, src, base_recipe, limits: dict[str, float],
+                      teacher_outputs, trust_remote_code: bool) -> dict[str, Any]:
+    """Sample and full-split numbers of the chosen trial, and whether the sample separated it from
+    the runner-up (the next trial in the same ranking) beyond the noise."""
+    import json
+
+    from edgegolf.search.full_split import overlap, sample_numbers, score_on_full_split
+
+    manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
+    full = None
+    if base_recipe.evaluate.limit != 0:  # 0: the trials were scored on the full split already
+        full = score_on_full_split(bundle, src, base_recipe, teacher_outputs=teacher_outputs,
+                                   trust_remote_code=trust_remote_code)
+    runner = next((r for r in ranking if r.number != chosen.number), None)
+    sample = sample_numbers(chosen)
+    check: dict[str, Any] = {"trial": chosen.number, "sample": sample, "full": full,
+                             "sample_texts": manifest.get("evaluation", {}).get("test_texts"),
+                             "drop_limit": limits.get("max_accuracy_drop"), "runner_up": None, "within_noise": None}
+    if runner is not None:
+        check["runner_up"] = {"trial": runner.number, "label": runner.label(), "sample": sample_numbers(runner)}
+        check["within_noise"] = overlap(sample, check["runner_up"]["sample"])
+    if full is not None:
+        log.info("trial %d on the full split (%d test texts): accuracy %.2f, drop %.2f (sample: %.2f, drop %.2f)",
+                 chosen.number, full["test_texts"], full["accuracy"], full["drop"], sample["accuracy"], sample["drop"])
+    return check
+
+
+def _publish(result: SearchResult, bundle: Path, force: bool) -> None:
+    """Write the chosen trial's bundle to OUT atomically, with the search's report beside it."""
+    import json
+
+    from edgegolf.bundle import BundleWriter
+    from edgegolf.search.front import search_points
+
+    chosen = result.chosen
     manifest = json.loads((bundle / "manifest.json").read_text(encoding="utf-8"))
     for key in ("files", "format", "format_version"):
         manifest.pop(key, None)
     manifest["search"] = {"study": result.study_name, "storage": result.storage, "trial": chosen.number,
                           "params": chosen.params, "fits": result.fits, "message": result.message,
                           "completed_trials": len(result.records), "front": [r.number for r in result.front],
-                          "points": search_points(result.records, result.front)}
+                          "points": search_points(result.records, result.front), "full_split": result.full_split}
     with BundleWriter(result.output, force=force) as writer:
         for path in bundle.iterdir():
             if path.is_file() and path.name != "manifest.json":

@@ -50,6 +50,8 @@ class SearchSpace:
     int4_block_sizes: tuple[int, ...] = field(default_factory=_int4_block_sizes)
     # [distill] settings (e.g. {"steps": 300}) offered as a choice for pruned students; None: never
     distill: dict[str, Any] | None = None
+    # True: every pruned student asks for distillation (the proxy still rejects those that cannot fit)
+    always_distill: bool = False
 
     def __post_init__(self) -> None:
         known = scheme_names(with_default=True)
@@ -98,7 +100,7 @@ class BoundSpace:
         return {"layers": [min(self.space.min_layers, self.shape.layers), self.shape.layers],
                 "heads": self.head_choices, "ffn": list(self.space.ffn), "vocab": self.vocab_options(),
                 "schemes": list(self.space.schemes), "int4_block_sizes": list(self.space.int4_block_sizes),
-                "distill": self.space.distill}
+                "distill": self.space.distill, **({"always_distill": True} if self.space.always_distill else {})}
 
     def vocab_options(self) -> list[int]:
         return [v for v in self.space.vocab if not v or (self.shape.vocab_pruning and self.vocab_corpus)] or [0]
@@ -121,7 +123,7 @@ class BoundSpace:
         pruned = (trial.params["layers"] < self.shape.layers or trial.params["heads"] < 1.0
                   or trial.params["ffn"] < 1.0 or vocab)
         if self.space.distill and pruned:  # distillation needs a smaller student
-            trial.suggest_categorical("distill", [False, True])
+            trial.suggest_categorical("distill", [True] if self.space.always_distill else [False, True])
         scheme = trial.suggest_categorical("quantize", list(self.space.schemes))
         if scheme == "int4":
             trial.suggest_categorical("int4_block_size", list(self.space.int4_block_sizes))
