@@ -18,25 +18,38 @@
    are scored (a small budget: the CPU is shared); bytes of the graph files; prefill of 128
    tokens and decode of 1 token after 128, p50 at --threads threads, interleaved round-robin.
 
-Measured 2026-11-30 on a shared 2-core AVX2 CPU without VNNI, other jobs running (latency
-ratios within the run are what to read), `--tokens 2048 --rounds 8 --only default rtn`
-(2,279 tokens scored; teacher: 134.5 M weights, distance to the Q4_1 grid 0.049 -> 0.250 steps):
+Measured 2026-11-30 on a shared 2-core AVX2 CPU without VNNI, other jobs running (load ~10 on 2
+cores: latencies are 3-6x the quiet machine's and only ratios within the run mean anything),
+`nice -n 5 python benchmarks/smollm2.py --work W --tokens 2048 --rounds 8 --only "edgegolf default (int8)"
+"edgegolf int4 tied-4bit rtn acc4" "edgegolf int4 mixed<=90MB bs64 per-block" "edgegolf int4 mixed<=90MB
+bs128 per-block"` (2,279 tokens scored; teacher: 134.5 M weights, distance to the Q4_1 grid 0.049 ->
+0.250 steps; "vs fp32" with the 95 % bootstrap interval over texts, paired):
 
-| artifact | MB | bits/byte | vs fp32 | prefill 128 ms | decode ms | decode tok/s |
+| artifact | MB | bits/byte | vs fp32 [95% CI] | prefill 128 ms | decode ms | decode tok/s |
 |---|---|---|---|---|---|---|
-| fp32 export | 652.6 | 1.1438 | +0.0000 | 534.8 | 61.32 | 16.3 |
-| ort quantize_dynamic | 165.0 | 1.3708 | +0.2270 | 343.1 | 28.01 | 35.7 |
-| genai builder int4 | 86.5 | 1.3175 | +0.1736 | 595.3 | 15.00 | 66.7 |
-| edgegolf default (int8) | 167.7 | 1.1740 | +0.0302 | 483.8 | 33.63 | 29.7 |
-| edgegolf int4, tied table once as 4-bit blocks | 88.5 | 1.3095 | +0.1657 | 569.4 | 50.98 | 19.6 |
-| the same, accuracy_level 4 (int8 compute) | 88.5 | 1.3105 | +0.1666 | 600.1 | 24.84 | 40.3 |
+| fp32 export | 652.6 | 1.1438 | +0.0000 | 2846.3 | 347.22 | 2.9 |
+| ort quantize_dynamic | 165.0 | 1.3708 | +0.2270 [+0.185, +0.293] | 1807.7 | 142.98 | 7.0 |
+| genai builder int4 | 86.5 | 1.3175 | +0.1736 [+0.142, +0.235] | 2908.2 | 87.27 | 11.5 |
+| edgegolf default (int8) | 167.7 | 1.1740 | +0.0302 [+0.022, +0.039] | 2138.8 | 148.54 | 6.7 |
+| edgegolf int4 tied-4bit rtn acc4 (blocks of 32) | 88.5 | 1.3105 | +0.1666 [+0.138, +0.220] | 3278.9 | 128.48 | 7.8 |
+| edgegolf int4 mixed<=90MB bs64 per-block | 89.5 | 1.2555 | +0.1116 [+0.096, +0.137] | 3230.0 | 152.70 | 6.5 |
+| edgegolf int4 mixed<=90MB bs128 per-block | 89.3 | 1.2887 | +0.1448 [+0.122, +0.181] | 3459.5 | 114.53 | 8.7 |
 
-The shared 4-bit table brings int4 under 90 MB and slightly ahead of the builder in bits/byte;
-int8 compute (accuracy_level 4) halves its decode time on this CPU at no measurable cost. No
-4-bit variant comes near fp32 + 0.03 on this noised copy, and the builder's fused graph
-(GroupQueryAttention, rotary, skip-norm) still decodes 1.7x faster; edgegolf's default stays int8.
-HQQ was not measured here: its quantization of the 30 layers did not finish in 4 minutes on the
-shared CPU.
+Mixed precision (quantize.mixed_size_mb, docs/quantization.md) at blocks of 64: the 4-bit graph
+is 78.7 MB, which leaves room for 6 of the 30 transformer blocks at 8 bits, chosen by their
+measured KL cost on 512 train tokens (blocks 11, 29, 2, 1, 14, 18; the 4-bit table measured
+highest, 0.177 bits/token, but its 8-bit copy needs 14.4 MB and did not fit): +0.112 bits/byte at
+89.5 MB, a third of the all-4-bit gap closed, ahead of the genai builder (+0.174 at 86.5 MB).
+Blocks of 128 do worse: SmolLM2's 576-wide rows split into 4.5 blocks of 128, so every MatMul
+pads to 640 and the table falls back to blocks of 64. Building: 447 s (bs64; ~380 s of it the
+31 sensitivity runs), 819 s (bs128) on the loaded CPU. The cost is spread over all 30 blocks
+(0.008-0.08 bits/token each, 0.73 in all), so no 4/8-bit split within 90 MB comes near fp32 + 0.03
+on this noised copy; edgegolf's default stays int8.
+"edgegolf int4 tied-4bit hqq acc4" (HQQ MatMuls with float zero points, symmetric 4-bit table),
+built in 1,461 s on the loaded CPU and scored after the run on the same texts: 98.8 MB, 1.2971
+bits/byte, +0.1532 [+0.137, +0.178] -- a little better than RTN, but over 90 MB and behind mixed
+bs64. "edgegolf int4 tied-4bit gptq acc4" had not finished building after 14 minutes on the loaded
+CPU and was stopped: not measured.
 """
 
 from __future__ import annotations
@@ -154,14 +167,30 @@ class Graph:
 
 
 def score(graph: Graph, texts: list[str], tokenizer, window: int, budget: int):
+    """(the summed score, rows of (nll, tokens, bytes, correct) per text) over texts until `budget` tokens."""
     from edgegolf.runtime.causal_lm import LMScore, score_text
 
-    total = LMScore()
+    total, rows = LMScore(), []
     for text in texts:
-        total = total + score_text(text, tokenizer, graph.logits_of, window)
+        one = score_text(text, tokenizer, graph.logits_of, window)
+        total, rows = total + one, rows + [one.to_row()]
         if total.tokens >= budget:
             break
-    return total
+    return total, np.stack(rows)
+
+
+def calibration_feeds(teacher: Path, count: int, length: int) -> list[dict[str, np.ndarray]]:
+    """The first `count` texts of the train split (edgegolf's default split), `length` tokens at most."""
+    from tokenizers import Tokenizer
+
+    from edgegolf.measure.evaluate import default_split
+
+    tokenizer = Tokenizer.from_file(str(teacher / "tokenizer.json"))
+    feeds = []
+    for text in list(default_split().train.texts)[:count]:
+        ids = np.asarray(tokenizer.encode(text).ids[:length], dtype=np.int64)[None]
+        feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    return feeds
 
 
 def latencies(graphs: dict[str, Graph], ids: np.ndarray, rounds: int) -> dict[str, dict[str, float]]:
@@ -213,20 +242,34 @@ def build(work: Path, teacher: Path, schemes: list[str]) -> dict[str, Path]:
                        stdout=subprocess.DEVNULL)
         log.info("genai builder: %.0f s", time.perf_counter() - started)
     paths["genai builder int4"] = builder / "model.onnx"
+    tied = dict(embeddings="int4-block", symmetric=False)  # the tied table once, as 4-bit blocks
     configs = {"edgegolf default (int8)": default_int8(),
-               "edgegolf int4 tied-4bit rtn": Int4WeightOnly(embeddings="int4-block", symmetric=False),
-               "edgegolf int4 tied-4bit rtn acc4": Int4WeightOnly(embeddings="int4-block", symmetric=False,
-                                                                 accuracy_level=4),
-               "edgegolf int4 tied-4bit hqq": Int4WeightOnly(embeddings="int4-block", algorithm="hqq")}
+               "edgegolf int4 tied-4bit rtn": Int4WeightOnly(**tied, accuracy_level=None),
+               "edgegolf int4 tied-4bit rtn acc4": Int4WeightOnly(**tied, accuracy_level=4),
+               "edgegolf int4 tied-4bit hqq acc4": Int4WeightOnly(embeddings="int4-block", algorithm="hqq"),
+               "edgegolf int4 tied-4bit gptq acc4": Int4WeightOnly(**tied, algorithm="gptq"),
+               # mixed 4/8-bit under 90 MB: blocks of 64 or 128 leave room for 8-bit units
+               "edgegolf int4 mixed<=90MB bs32 per-matmul": Int4WeightOnly(**tied, mixed_size_mb=90,
+                                                                          mixed_unit="matmul"),
+               "edgegolf int4 mixed<=90MB bs64 per-block": Int4WeightOnly(**tied, block_size=64, mixed_size_mb=90),
+               "edgegolf int4 mixed<=90MB bs128 per-block": Int4WeightOnly(**tied, block_size=128, mixed_size_mb=90),
+               "edgegolf int4 mixed<=90MB bs64 per-matmul": Int4WeightOnly(**tied, block_size=64, mixed_size_mb=90,
+                                                                          mixed_unit="matmul"),
+               "edgegolf int4 hqq mixed<=90MB bs64 per-block": Int4WeightOnly(embeddings="int4-block", block_size=64,
+                                                                             algorithm="hqq", mixed_size_mb=90)}
+    feeds = calibration_feeds(teacher, 8, 256)  # 2,048 train tokens: GPTQ's data and mixed precision's measure
     for name, config in configs.items():
-        if schemes and not any(s in name for s in schemes):
+        # a whole name picks that scheme alone; any other string every name that contains it
+        if not any(s == name or (s not in configs and s in name) for s in schemes):
             continue
-        out = work / name.replace(" ", "_").replace("(", "").replace(")", "") / "model.onnx"
+        out = work / name.replace(" ", "_").replace("(", "").replace(")", "").replace("<=", "") / "model.onnx"
         if not out.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
             started = time.perf_counter()
-            quantize(fp32, out, config)
+            report = quantize(fp32, out, config, calibration_feeds=feeds)
             log.info("%s: %.0f s", name, time.perf_counter() - started)
+            if report.details:
+                (out.parent / "plan.json").write_text(json.dumps(report.details, indent=1))
         paths[name] = out
     del onnx
     return paths
@@ -240,7 +283,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=15, help="interleaved latency rounds")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", nargs="*", default=[], help="build only edgegolf schemes whose name has one of these")
+    parser.add_argument("--only", nargs="*", default=["default", "rtn acc4"],
+                        help="edgegolf schemes to build and measure: those whose name contains one of these")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from tokenizers import Tokenizer
@@ -265,24 +309,29 @@ def main() -> None:
 
     head_dim = cache_shape(AutoConfig.from_pretrained(str(teacher)))[2]
     graphs = {name: Graph(path, args.threads, head_dim) for name, path in paths.items()}
-    rows = {}
+    from edgegolf.tasks.causal_lm import bits_per_byte_interval
+
+    rows, per_text = {}, {}
     for name, graph in graphs.items():
         started = time.perf_counter()
-        result = score(graph, texts, tokenizer, args.window, args.tokens)
+        result, per_text[name] = score(graph, texts, tokenizer, args.window, args.tokens)
         rows[name] = {"MB": folder_bytes(paths[name]) / 1e6, "bpb": result.bits_per_byte, "tokens": result.tokens}
         log.info("%s: %.4f bits/byte over %d tokens (%.0f s)", name, result.bits_per_byte, result.tokens,
                  time.perf_counter() - started)
+    for name in rows:  # the increase over the fp32 export, texts paired, 95 % bootstrap interval
+        rows[name]["ci"] = bits_per_byte_interval(per_text[name], per_text["fp32 export"])
     prompt = np.asarray(tokenizer.encode(texts[0]).ids[:128], dtype=np.int64)
     timing = latencies(graphs, prompt, args.rounds)
     reference = rows["fp32 export"]["bpb"]
     print(f"\n{args.tokens} scored tokens per artifact (windows of {args.window}), {args.threads} thread(s), "
           f"{args.rounds} interleaved rounds")
-    print("| artifact | MB | bits/byte | vs fp32 | prefill 128 ms | decode ms | decode tok/s |")
+    print("| artifact | MB | bits/byte | vs fp32 [95% CI] | prefill 128 ms | decode ms | decode tok/s |")
     print("|---|---|---|---|---|---|---|")
     for name, row in rows.items():
         t = timing[name]
-        print(f"| {name} | {row['MB']:.1f} | {row['bpb']:.4f} | {row['bpb'] - reference:+.4f} | "
-              f"{t['prefill']:.1f} | {t['decode']:.2f} | {1000 / t['decode']:.1f} |")
+        low, high = row["ci"]
+        print(f"| {name} | {row['MB']:.1f} | {row['bpb']:.4f} | {row['bpb'] - reference:+.4f} "
+              f"[{low:+.3f}, {high:+.3f}] | {t['prefill']:.1f} | {t['decode']:.2f} | {1000 / t['decode']:.1f} |")
 
 
 if __name__ == "__main__":

@@ -135,7 +135,8 @@ def test_recipe_toml_round_trips_newlines_quotes_and_nested_tables(tmp_path, mon
     read = tomllib.loads(text)
     assert read["task"] == "feature-extraction"
     assert read["quantize"] == {"scheme": "int4", "block_size": 64, "symmetric": True, "embeddings": "per-row",
-                                "accuracy_level": 4, "algorithm": "rtn", "exclude": [awkward, "a\"b", "c\nd"]}
+                                "accuracy_level": 4, "algorithm": "rtn", "exclude": [awkward, "a\"b", "c\nd"],
+                                "mixed_unit": "block"}  # mixed_size_mb unset: TOML has no null
     assert read["evaluate"]["text_column"] == awkward
     assert Recipe.from_dict({k: v for k, v in read.items() if k != "budget"}) == recipe
     assert read["budget"] == {"size_mb": 12.5}

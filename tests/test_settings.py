@@ -86,7 +86,7 @@ def test_typed_sections_and_their_tables_are_the_same_recipe():
     assert Recipe.from_dict(typed.to_dict()) == typed
     assert typed.to_dict()["quantize"] == {"scheme": "int4", "block_size": 64, "symmetric": True,
                                            "accuracy_level": 4, "exclude": [], "embeddings": "per-row",
-                                           "algorithm": "rtn"}
+                                           "algorithm": "rtn", "mixed_size_mb": None, "mixed_unit": "block"}
     assert Recipe().to_dict()["quantize"] == {"scheme": "default"}  # the tuned int8 keeps its name
 
 
