@@ -105,3 +105,14 @@ def test_mixed_settings_are_checked():
         config_from_dict({"scheme": "int4", "mixed_size_mb": -1})
     with pytest.raises(RecipeError, match="mixed_unit"):
         config_from_dict({"scheme": "int4", "mixed_unit": "layerwise"})
+
+
+@pytest.mark.parametrize("node, block", [
+    ("/model/layers.3/self_attn/q_proj/MatMul", "/model/layers.3"),  # the traced export
+    ("/transformer/h.11/mlp/c_fc/MatMul", "/transformer/h.11"),
+    ("model.layers.3.self_attn.qkv_proj/MatMul", "model.layers.3"),  # the fused graph (export/llm_graph.py)
+    ("model.layers.12.mlp.gate_up_proj/MatMul", "model.layers.12"),
+])
+def test_a_block_unit_groups_the_matmuls_of_one_block_in_both_graph_namings(node, block):
+    assert unit_key(node, "block") == block
+    assert unit_key(node, "matmul") == node

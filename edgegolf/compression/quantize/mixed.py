@@ -35,8 +35,9 @@ log = logging.getLogger(__name__)
 SENSITIVITY_TOKENS = 512  # calibration tokens each unit is measured on (whole feeds, at least one)
 MB = 1e6
 SLACK = 8  # bytes a tensor planned beyond its serialized size: the graph's framing of it
-# a transformer block's index in a node name: /model/layers.3/..., /transformer/h.3/..., /encoder/layer.3/...
-_BLOCK = re.compile(r"(?:^|/)(?:[A-Za-z_]+\.)?(?:layers?|h|blocks?)\.(\d+)(?=/|$)")
+# a transformer block's index in a node name: /model/layers.3/..., /transformer/h.3/..., /encoder/layer.3/...,
+# and model.layers.3.self_attn.qkv_proj/MatMul (the fused causal-lm graph of export/llm_graph.py)
+_BLOCK = re.compile(r"(?:^|/)(?:[A-Za-z_]+\.)?(?:layers?|h|blocks?)\.(\d+)(?=[/.]|$)")
 
 
 @dataclass
