@@ -154,14 +154,30 @@ class Graph:
 
 
 def score(graph: Graph, texts: list[str], tokenizer, window: int, budget: int):
+    """(the summed score, rows of (nll, tokens, bytes, correct) per text) over texts until `budget` tokens."""
     from edgegolf.runtime.causal_lm import LMScore, score_text
 
-    total = LMScore()
+    total, rows = LMScore(), []
     for text in texts:
-        total = total + score_text(text, tokenizer, graph.logits_of, window)
+        one = score_text(text, tokenizer, graph.logits_of, window)
+        total, rows = total + one, rows + [one.to_row()]
         if total.tokens >= budget:
             break
-    return total
+    return total, np.stack(rows)
+
+
+def calibration_feeds(teacher: Path, count: int, length: int) -> list[dict[str, np.ndarray]]:
+    """The first `count` texts of the train split (edgegolf's default split), `length` tokens at most."""
+    from tokenizers import Tokenizer
+
+    from edgegolf.measure.evaluate import default_split
+
+    tokenizer = Tokenizer.from_file(str(teacher / "tokenizer.json"))
+    feeds = []
+    for text in list(default_split().train.texts)[:count]:
+        ids = np.asarray(tokenizer.encode(text).ids[:length], dtype=np.int64)[None]
+        feeds.append({"input_ids": ids, "attention_mask": np.ones_like(ids)})
+    return feeds
 
 
 def latencies(graphs: dict[str, Graph], ids: np.ndarray, rounds: int) -> dict[str, dict[str, float]]:
@@ -213,20 +229,33 @@ def build(work: Path, teacher: Path, schemes: list[str]) -> dict[str, Path]:
                        stdout=subprocess.DEVNULL)
         log.info("genai builder: %.0f s", time.perf_counter() - started)
     paths["genai builder int4"] = builder / "model.onnx"
+    tied = dict(embeddings="int4-block", symmetric=False)  # the tied table once, as 4-bit blocks
     configs = {"edgegolf default (int8)": default_int8(),
-               "edgegolf int4 tied-4bit rtn": Int4WeightOnly(embeddings="int4-block", symmetric=False),
-               "edgegolf int4 tied-4bit rtn acc4": Int4WeightOnly(embeddings="int4-block", symmetric=False,
-                                                                 accuracy_level=4),
-               "edgegolf int4 tied-4bit hqq": Int4WeightOnly(embeddings="int4-block", algorithm="hqq")}
+               "edgegolf int4 tied-4bit rtn": Int4WeightOnly(**tied, accuracy_level=None),
+               "edgegolf int4 tied-4bit rtn acc4": Int4WeightOnly(**tied, accuracy_level=4),
+               "edgegolf int4 tied-4bit hqq acc4": Int4WeightOnly(embeddings="int4-block", algorithm="hqq"),
+               "edgegolf int4 tied-4bit gptq acc4": Int4WeightOnly(**tied, algorithm="gptq"),
+               # mixed 4/8-bit under 90 MB: blocks of 64 or 128 leave room for 8-bit units
+               "edgegolf int4 mixed<=90MB bs32 per-matmul": Int4WeightOnly(**tied, mixed_size_mb=90,
+                                                                          mixed_unit="matmul"),
+               "edgegolf int4 mixed<=90MB bs64 per-block": Int4WeightOnly(**tied, block_size=64, mixed_size_mb=90),
+               "edgegolf int4 mixed<=90MB bs128 per-block": Int4WeightOnly(**tied, block_size=128, mixed_size_mb=90),
+               "edgegolf int4 mixed<=90MB bs64 per-matmul": Int4WeightOnly(**tied, block_size=64, mixed_size_mb=90,
+                                                                          mixed_unit="matmul"),
+               "edgegolf int4 hqq mixed<=90MB bs64 per-block": Int4WeightOnly(embeddings="int4-block", block_size=64,
+                                                                             algorithm="hqq", mixed_size_mb=90)}
+    feeds = calibration_feeds(teacher, 8, 256)  # 2,048 train tokens: GPTQ's data and mixed precision's measure
     for name, config in configs.items():
-        if schemes and not any(s in name for s in schemes):
+        if not any(s in name for s in schemes):
             continue
-        out = work / name.replace(" ", "_").replace("(", "").replace(")", "") / "model.onnx"
+        out = work / name.replace(" ", "_").replace("(", "").replace(")", "").replace("<=", "") / "model.onnx"
         if not out.exists():
             out.parent.mkdir(parents=True, exist_ok=True)
             started = time.perf_counter()
-            quantize(fp32, out, config)
+            report = quantize(fp32, out, config, calibration_feeds=feeds)
             log.info("%s: %.0f s", name, time.perf_counter() - started)
+            if report.details:
+                (out.parent / "plan.json").write_text(json.dumps(report.details, indent=1))
         paths[name] = out
     del onnx
     return paths
@@ -240,7 +269,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=15, help="interleaved latency rounds")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--only", nargs="*", default=[], help="build only edgegolf schemes whose name has one of these")
+    parser.add_argument("--only", nargs="*", default=["default", "rtn acc4"],
+                        help="edgegolf schemes to build and measure: those whose name contains one of these")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     from tokenizers import Tokenizer
@@ -265,24 +295,29 @@ def main() -> None:
 
     head_dim = cache_shape(AutoConfig.from_pretrained(str(teacher)))[2]
     graphs = {name: Graph(path, args.threads, head_dim) for name, path in paths.items()}
-    rows = {}
+    from edgegolf.tasks.causal_lm import bits_per_byte_interval
+
+    rows, per_text = {}, {}
     for name, graph in graphs.items():
         started = time.perf_counter()
-        result = score(graph, texts, tokenizer, args.window, args.tokens)
+        result, per_text[name] = score(graph, texts, tokenizer, args.window, args.tokens)
         rows[name] = {"MB": folder_bytes(paths[name]) / 1e6, "bpb": result.bits_per_byte, "tokens": result.tokens}
         log.info("%s: %.4f bits/byte over %d tokens (%.0f s)", name, result.bits_per_byte, result.tokens,
                  time.perf_counter() - started)
+    for name in rows:  # the increase over the fp32 export, texts paired, 95 % bootstrap interval
+        rows[name]["ci"] = bits_per_byte_interval(per_text[name], per_text["fp32 export"])
     prompt = np.asarray(tokenizer.encode(texts[0]).ids[:128], dtype=np.int64)
     timing = latencies(graphs, prompt, args.rounds)
     reference = rows["fp32 export"]["bpb"]
     print(f"\n{args.tokens} scored tokens per artifact (windows of {args.window}), {args.threads} thread(s), "
           f"{args.rounds} interleaved rounds")
-    print("| artifact | MB | bits/byte | vs fp32 | prefill 128 ms | decode ms | decode tok/s |")
+    print("| artifact | MB | bits/byte | vs fp32 [95% CI] | prefill 128 ms | decode ms | decode tok/s |")
     print("|---|---|---|---|---|---|---|")
     for name, row in rows.items():
         t = timing[name]
-        print(f"| {name} | {row['MB']:.1f} | {row['bpb']:.4f} | {row['bpb'] - reference:+.4f} | "
-              f"{t['prefill']:.1f} | {t['decode']:.2f} | {1000 / t['decode']:.1f} |")
+        low, high = row["ci"]
+        print(f"| {name} | {row['MB']:.1f} | {row['bpb']:.4f} | {row['bpb'] - reference:+.4f} "
+              f"[{low:+.3f}, {high:+.3f}] | {t['prefill']:.1f} | {t['decode']:.2f} | {1000 / t['decode']:.1f} |")
 
 
 if __name__ == "__main__":

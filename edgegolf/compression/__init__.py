@@ -1,1 +1,1 @@
-"""Model transformations: post-training quantization (quantize.py)."""
+"""Model transformations: post-training quantization (the quantize package)."""

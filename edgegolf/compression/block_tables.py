@@ -120,6 +120,31 @@ def _fitting_block(cols: int, block_size: int) -> int | None:
     return None
 
 
+def _gathered_table(node, initializers: dict, readers: collections.Counter, skip: set[str], min_rows: int):
+    """The float [rows >= min_rows, cols] table `node` gathers rows of, if it is a Gather that
+    alone reads it (and not excluded); else None."""
+    from onnx import TensorProto
+
+    table = initializers.get(node.input[0]) if node.op_type == "Gather" and node.input else None
+    axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
+    if (table is None or node.name in skip or table.data_type != TensorProto.FLOAT or len(table.dims) != 2
+            or table.dims[0] < min_rows or axis != 0 or readers[table.name] != 1):
+        return None
+    return table
+
+
+def gather_table_candidates(model, *, block_size: int, exclude=(), min_rows: int = MIN_ROWS) -> list[tuple]:
+    """(Gather node, table initializer) for each table quantize_gather_blocks would rewrite."""
+    initializers = {i.name: i for i in model.graph.initializer}
+    readers = collections.Counter(inp for n in model.graph.node for inp in n.input)
+    found = []
+    for node in model.graph.node:
+        table = _gathered_table(node, initializers, readers, set(exclude), min_rows)
+        if table is not None and _fitting_block(table.dims[1], block_size) is not None:
+            found.append((node, table))
+    return found
+
+
 def quantize_gather_blocks(model, *, bits: int, block_size: int, symmetric: bool = False, exclude=(),
                            accuracy_level: int | None = None, tie_heads: bool = True,
                            min_rows: int = MIN_ROWS) -> list[str]:
@@ -131,7 +156,7 @@ def quantize_gather_blocks(model, *, bits: int, block_size: int, symmetric: bool
     divides the row; tables that split into no block of 16 or more, or that something else
     reads, stay float.
     """
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     graph = model.graph
     initializers = {i.name: i for i in graph.initializer}
@@ -142,11 +167,8 @@ def quantize_gather_blocks(model, *, bits: int, block_size: int, symmetric: bool
     dropped: set[str] = set()
     rewritten: list[str] = []
     for index, node in enumerate(nodes):
-        table_proto = initializers.get(node.input[0]) if node.op_type == "Gather" and node.input else None
-        axis = next((a.i for a in node.attribute if a.name == "axis"), 0)
-        if (table_proto is None or node.name in skip or table_proto.data_type != TensorProto.FLOAT
-                or len(table_proto.dims) != 2 or table_proto.dims[0] < min_rows or axis != 0
-                or readers[table_proto.name] != 1):
+        table_proto = _gathered_table(node, initializers, readers, skip, min_rows)
+        if table_proto is None:
             continue
         rows, cols = table_proto.dims
         block = _fitting_block(cols, block_size)

@@ -295,7 +295,8 @@ def quantize(artifact: Artifact, config, ctx: Context) -> tuple[Artifact, dict[s
     calibration = [ctx.adapter.graph_feeds(encoder.encode([text]), artifact.model.config)
                    for text in ctx.split.train.texts[: ctx.calibration_size]]
     report = quantize_graph(artifact.graph, ctx.work / "model-quantized.onnx", config, calibration_feeds=calibration)
-    measured = {"quantized_ops": report.quantized_ops, "float_nodes": report.float_nodes, "excluded": report.excluded}
+    measured = {"quantized_ops": report.quantized_ops, "float_nodes": report.float_nodes, "excluded": report.excluded,
+                **report.details}  # what the scheme chose: int4's mixed-precision plan (bits per layer)
     if hasattr(config, "reduce_range"):  # what "auto" chose on this machine's CPU
         measured["seven_bit_weights"] = seven_bit_weights(config.reduce_range)
     return replace(artifact, graph=Path(report.path)), measured
