@@ -159,15 +159,16 @@ class Fp16:
 
 
 def default_int8() -> Int8Dynamic:
-    """edgegolf's tuned int8 recipe: per-channel dynamic int8 MatMuls, FFN down-projections
-    as 8-bit blockwise MatMulNBits with per-token int8 activations, per-row int8 embeddings.
+    """edgegolf's tuned int8 recipe: per-channel dynamic int8 MatMuls (7-bit weights where the
+    CPU's int8 kernels saturate), per-row int8 embeddings, every MatMul a plain dynamic one.
 
-    Measured on all-MiniLM-L6-v2, 2,225 BBC News texts at batch 1 x <=128 tokens, 1 thread
-    (2026-11-27): 23.2 MB, p50 0.47x the fp32 export, mean cosine 0.9976 (min 0.9925) to
-    PyTorch fp32, probe accuracy drop 0.0; onnxruntime's quantize_dynamic with default
-    arguments: 22.9 MB, 0.42x, 0.9574 (min 0.9094). The MatMulNBits int8 kernels need
-    onnxruntime >= 1.22 on x86-64 and >= 1.23 on ARM64; blockwise="none" is the portable
-    variant (0.44x, mean 0.9951, min 0.9868).
+    FFN down-projections as blockwise MatMulNBits (blockwise="down-proj") are not the default:
+    on an AVX2 CPU without VNNI their int8 kernels cost what the rest of int8 saves.
+    benchmarks/int8_speed.py on all-MiniLM-L6-v2 (2026-11-30, 1 thread, batch 1 x 128, fused
+    input, loaded machine; p50 ratio to the fp32 export, mean/min cosine to it on 60 BBC texts):
+    blockwise "none" 0.61x, 0.9942/0.9911; "down-proj" 0.98x, 0.9970/0.9949; onnxruntime's
+    quantize_dynamic with default arguments 0.75x, 0.9581/0.9320. Ask for
+    quantize.blockwise = "down-proj" where the last 0.003 of cosine matters more than latency.
     """
-    return Int8Dynamic(per_channel=True, reduce_range="auto", embeddings="per-row", blockwise="down-proj",
+    return Int8Dynamic(per_channel=True, reduce_range="auto", embeddings="per-row", blockwise="none",
                        block_size=128)
