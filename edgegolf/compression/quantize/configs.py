@@ -78,7 +78,8 @@ class Int8Dynamic:
     # MatMuls given blockwise int8 weights (MatMulNBits, 8 bits) whose activations are
     # quantized per token and block instead of per tensor: "down-proj" (weights with more
     # rows than columns: a transformer's FFN output, fed by the GELU's long-tailed output),
-    # "all", or "none".
+    # "all", or "none". Not the default: on AVX2 without VNNI the default with "down-proj" ran
+    # at 1.01x the fp32 export's p50, with "none" 0.71x (benchmarks/int8_speed.py, MiniLM).
     blockwise: str = setting("none", kind="str", choices=BLOCKWISE_MODES)
     block_size: int = setting(128, kind="int", choices=BLOCK_SIZES, cli="--block-size")
     # activation scales come from the whole input tensor: a text's result changes with its batch neighbours
