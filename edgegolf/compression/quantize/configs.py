@@ -166,9 +166,9 @@ def default_int8() -> Int8Dynamic:
     FFN down-projections as blockwise MatMulNBits (blockwise="down-proj") are not the default:
     on an AVX2 CPU without VNNI their int8 kernels cost what the rest of int8 saves.
     benchmarks/int8_speed.py on all-MiniLM-L6-v2 (2026-11-30, 1 thread, batch 1 x 128, fused
-    input, loaded machine; p50 ratio to the fp32 export, mean/min cosine to it on 60 BBC texts):
-    blockwise "none" 0.61x, 0.9942/0.9911; "down-proj" 0.98x, 0.9970/0.9949; onnxruntime's
-    quantize_dynamic with default arguments 0.75x, 0.9581/0.9320. The README's compress
+    input, loaded machine; p50 ratio to the fp32 export, mean/min cosine to it on 100 BBC texts):
+    blockwise "none" 0.71x, 0.9939/0.9889; "down-proj" 1.01x, 0.9968/0.9951; onnxruntime's
+    quantize_dynamic with default arguments 0.67x, 0.9578/0.9232. The README's compress
     (benchmarks/compress_default.py --eval-limit 200, same day): 23.8 MB, p50 0.68x the fp32
     export, cosine 0.9941/0.9877 to PyTorch fp32, probe accuracy drop 0.0 (quantize_dynamic
     defaults: 0.70x, 0.9577/0.9274). Ask for
