@@ -78,7 +78,8 @@ class Int8Dynamic:
     # MatMuls given blockwise int8 weights (MatMulNBits, 8 bits) whose activations are
     # quantized per token and block instead of per tensor: "down-proj" (weights with more
     # rows than columns: a transformer's FFN output, fed by the GELU's long-tailed output),
-    # "all", or "none".
+    # "all", or "none". Not the default: on AVX2 without VNNI the default with "down-proj" ran
+    # at 1.01x the fp32 export's p50, with "none" 0.71x (benchmarks/int8_speed.py, MiniLM).
     blockwise: str = setting("none", kind="str", choices=BLOCKWISE_MODES)
     block_size: int = setting(128, kind="int", choices=BLOCK_SIZES, cli="--block-size")
     # activation scales come from the whole input tensor: a text's result changes with its batch neighbours
@@ -159,15 +160,19 @@ class Fp16:
 
 
 def default_int8() -> Int8Dynamic:
-    """edgegolf's tuned int8 recipe: per-channel dynamic int8 MatMuls, FFN down-projections
-    as 8-bit blockwise MatMulNBits with per-token int8 activations, per-row int8 embeddings.
+    """edgegolf's tuned int8 recipe: per-channel dynamic int8 MatMuls (7-bit weights where the
+    CPU's int8 kernels saturate), per-row int8 embeddings, every MatMul a plain dynamic one.
 
-    Measured on all-MiniLM-L6-v2, 2,225 BBC News texts at batch 1 x <=128 tokens, 1 thread
-    (2026-11-27): 23.2 MB, p50 0.47x the fp32 export, mean cosine 0.9976 (min 0.9925) to
-    PyTorch fp32, probe accuracy drop 0.0; onnxruntime's quantize_dynamic with default
-    arguments: 22.9 MB, 0.42x, 0.9574 (min 0.9094). The MatMulNBits int8 kernels need
-    onnxruntime >= 1.22 on x86-64 and >= 1.23 on ARM64; blockwise="none" is the portable
-    variant (0.44x, mean 0.9951, min 0.9868).
+    FFN down-projections as blockwise MatMulNBits (blockwise="down-proj") are not the default:
+    on an AVX2 CPU without VNNI their int8 kernels cost what the rest of int8 saves.
+    benchmarks/int8_speed.py on all-MiniLM-L6-v2 (2026-11-30, 1 thread, batch 1 x 128, fused
+    input, loaded machine; p50 ratio to the fp32 export, mean/min cosine to it on 100 BBC texts):
+    blockwise "none" 0.71x, 0.9939/0.9889; "down-proj" 1.01x, 0.9968/0.9951; onnxruntime's
+    quantize_dynamic with default arguments 0.67x, 0.9578/0.9232. The README's compress
+    (benchmarks/compress_default.py --eval-limit 200, same day): 23.8 MB, p50 0.68x the fp32
+    export, cosine 0.9941/0.9877 to PyTorch fp32, probe accuracy drop 0.0 (quantize_dynamic
+    defaults: 0.70x, 0.9577/0.9274). Ask for
+    quantize.blockwise = "down-proj" where the last 0.003 of cosine matters more than latency.
     """
-    return Int8Dynamic(per_channel=True, reduce_range="auto", embeddings="per-row", blockwise="down-proj",
+    return Int8Dynamic(per_channel=True, reduce_range="auto", embeddings="per-row", blockwise="none",
                        block_size=128)
