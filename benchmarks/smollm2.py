@@ -62,6 +62,7 @@ import statistics
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -244,6 +245,8 @@ def build(work: Path, teacher: Path, schemes: list[str]) -> dict[str, Path]:
     paths["genai builder int4"] = builder / "model.onnx"
     tied = dict(embeddings="int4-block", symmetric=False)  # the tied table once, as 4-bit blocks
     configs = {"edgegolf default (int8)": default_int8(),
+               # the default until 2026-11-30: FFN down-projections as 8-bit MatMulNBits (slow on AVX2 without VNNI)
+               "edgegolf int8 blockwise down-proj": replace(default_int8(), blockwise="down-proj"),
                "edgegolf int4 tied-4bit rtn": Int4WeightOnly(**tied, accuracy_level=None),
                "edgegolf int4 tied-4bit rtn acc4": Int4WeightOnly(**tied, accuracy_level=4),
                "edgegolf int4 tied-4bit hqq acc4": Int4WeightOnly(embeddings="int4-block", algorithm="hqq"),

@@ -13,7 +13,14 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from edgegolf.compression.block_tables import block_quantize, quantize_gather_blocks
-from edgegolf.compression.quantize import Int4WeightOnly, Int8Dynamic, config_from_dict, quantize
+from edgegolf.compression.quantize import (
+    Int4WeightOnly,
+    Int8Dynamic,
+    config_from_dict,
+    default_int8,
+    quantize,
+    weight_matmuls,
+)
 from edgegolf.errors import RecipeError
 from edgegolf.export.causal import export_causal_lm, with_cache_feeds
 from tests.builders.causal_lm import bbc_texts, save_tiny_tied_lm
@@ -155,6 +162,19 @@ def test_int8_dynamic_with_int8_block_embeddings_shares_the_tied_table(tied_expo
     errors = [np.abs(logits(tmp_path / f"{name}.onnx", feeds) - reference).mean() for name in ("q", "per-row")]
     print(f"int8-dynamic: mean abs logit error int8-block {errors[0]:.4f}, per-row {errors[1]:.4f}")
     assert errors[0] < 1.5 * errors[1], errors
+
+
+def test_the_default_int8_gives_a_decoders_down_projections_blockwise_weights(tied_exports, tmp_path):
+    """blockwise="auto" (the default recipe's): a graph with a key/value cache gets its FFN
+    down-projections (more rows than columns) as 8-bit MatMulNBits; plain int8-dynamic none."""
+    path, _ = tied_exports["llama"]
+    down = [name for name, (rows, cols) in weight_matmuls(onnx.load(str(path))).items() if rows > cols]
+    assert down  # the tiny LLaMA's down_proj
+    report = quantize(path, tmp_path / "default.onnx", default_int8())
+    assert report.details == {"blockwise": "down-proj"}
+    assert report.quantized_ops.get("MatMulNBits") == len(down)
+    plain = quantize(path, tmp_path / "plain.onnx", Int8Dynamic())
+    assert plain.details == {"blockwise": "none"} and "MatMulNBits" not in plain.quantized_ops
 
 
 @pytest.mark.parametrize("algorithm", ["hqq", "gptq"])

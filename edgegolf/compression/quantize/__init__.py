@@ -31,6 +31,7 @@ from edgegolf.compression.quantize.configs import (
     Int8Static,
     NoQuant,
     default_int8,
+    resolve_blockwise,
     seven_bit_weights,
 )
 from edgegolf.compression.quantize.embeddings import quantize_embedding_rows
@@ -55,5 +56,6 @@ __all__ = [
     "INT4_ALGORITHMS", "RECIPE_DEFAULT", "SCHEMES", "SEARCHED", "Fp16", "Int4WeightOnly", "Int8Dynamic",
     "Int8Static", "NoQuant", "QuantConfig", "QuantReport", "Quantizer", "config_from_dict", "config_to_dict",
     "default_int8", "graph_summary", "quantize", "quantize_embedding_rows", "quantizer", "register_scheme",
-    "resolve_exclude", "scheme_name", "scheme_names", "searched_scheme_names", "seven_bit_weights", "weight_matmuls",
+    "resolve_blockwise", "resolve_exclude", "scheme_name", "scheme_names", "searched_scheme_names",
+    "seven_bit_weights", "weight_matmuls",
 ]

@@ -20,7 +20,7 @@ BLOCK_EMBEDDING_MODES = ("int4-block", "int8-block")
 INT4_ALGORITHMS = ("rtn", "hqq", "gptq")
 MIXED_UNITS = ("block", "matmul")  # what changes bits together: a transformer block's MatMuls, or one MatMul
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
-BLOCKWISE_MODES = ("none", "down-proj", "all")
+BLOCKWISE_MODES = ("none", "down-proj", "all", "auto")
 BLOCK_SIZES = (16, 32, 64, 128, 256)  # what onnxruntime's blockwise quantizer (MLAS) accepts
 
 
@@ -78,8 +78,7 @@ class Int8Dynamic:
     # MatMuls given blockwise int8 weights (MatMulNBits, 8 bits) whose activations are
     # quantized per token and block instead of per tensor: "down-proj" (weights with more
     # rows than columns: a transformer's FFN output, fed by the GELU's long-tailed output),
-    # "all", or "none". Not the default: on AVX2 without VNNI the default with "down-proj" ran
-    # at 1.01x the fp32 export's p50, with "none" 0.71x (benchmarks/int8_speed.py, MiniLM).
+    # "all", "none", or "auto" (the default recipe's: see resolve_blockwise).
     blockwise: str = setting("none", kind="str", choices=BLOCKWISE_MODES)
     block_size: int = setting(128, kind="int", choices=BLOCK_SIZES, cli="--block-size")
     # activation scales come from the whole input tensor: a text's result changes with its batch neighbours
@@ -163,8 +162,9 @@ def default_int8() -> Int8Dynamic:
     """edgegolf's tuned int8 recipe: per-channel dynamic int8 MatMuls (7-bit weights where the
     CPU's int8 kernels saturate), per-row int8 embeddings, every MatMul a plain dynamic one.
 
-    FFN down-projections as blockwise MatMulNBits (blockwise="down-proj") are not the default:
-    on an AVX2 CPU without VNNI their int8 kernels cost what the rest of int8 saves.
+    FFN down-projections as blockwise MatMulNBits (blockwise="down-proj") are the default for
+    decoder LMs only (blockwise="auto", resolve_blockwise): on an encoder, on an AVX2 CPU
+    without VNNI, their int8 kernels cost what the rest of int8 saves.
     benchmarks/int8_speed.py on all-MiniLM-L6-v2 (2026-11-30, 1 thread, batch 1 x 128, fused
     input, loaded machine; p50 ratio to the fp32 export, mean/min cosine to it on 100 BBC texts):
     blockwise "none" 0.71x, 0.9939/0.9889; "down-proj" 1.01x, 0.9968/0.9951; onnxruntime's
@@ -174,5 +174,17 @@ def default_int8() -> Int8Dynamic:
     defaults: 0.70x, 0.9577/0.9274). Ask for
     quantize.blockwise = "down-proj" where the last 0.003 of cosine matters more than latency.
     """
-    return Int8Dynamic(per_channel=True, reduce_range="auto", embeddings="per-row", blockwise="none",
+    return Int8Dynamic(per_channel=True, reduce_range="auto", embeddings="per-row", blockwise="auto",
                        block_size=128)
+
+
+def resolve_blockwise(mode: str, graph_inputs: list[str]) -> str:
+    """"auto": down-projections blockwise in a decoder LM's graph (one with a key/value cache
+    input), none elsewhere. A decoder's FFN down-projection input has outliers that one
+    activation scale per tensor cannot hold: on SmolLM2-135M (benchmarks/smollm2.py,
+    2026-11-30) dynamic int8 with "none" lost +0.217 bits/byte to fp32 [+0.169, +0.296],
+    with "down-proj" +0.030 [+0.022, +0.039], decode 34.4 vs 33.0 ms. On encoders "none" is
+    the faster one (see default_int8)."""
+    if mode != "auto":
+        return mode
+    return "down-proj" if any(name.startswith("past.") for name in graph_inputs) else "none"

@@ -9,7 +9,13 @@ from pathlib import Path
 from typing import Any
 
 from edgegolf.compression.quantize.calibration import FeedReader, with_tensor_types
-from edgegolf.compression.quantize.configs import BLOCK_EMBEDDING_MODES, Int8Dynamic, Int8Static, seven_bit_weights
+from edgegolf.compression.quantize.configs import (
+    BLOCK_EMBEDDING_MODES,
+    Int8Dynamic,
+    Int8Static,
+    resolve_blockwise,
+    seven_bit_weights,
+)
 from edgegolf.compression.quantize.embeddings import apply_block_tables, apply_embeddings
 from edgegolf.compression.quantize.graph import save_model, weight_matmuls
 from edgegolf.compression.quantize.int4 import nbits_quantizer
@@ -38,17 +44,24 @@ def _blockwise_int8(model, mode: str, block_size: int, excluded: list[str]):
     return quantizer.model.model
 
 
+def graph_inputs(path: Path) -> list[str]:
+    import onnx
+
+    return [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
+
+
 @quantizer(Int8Dynamic)
-def _int8_dynamic(config: Int8Dynamic, src: Path, dst: Path, excluded: list[str], feeds) -> None:
+def _int8_dynamic(config: Int8Dynamic, src: Path, dst: Path, excluded: list[str], feeds) -> dict[str, str]:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    if config.blockwise != "none" or config.embeddings in BLOCK_EMBEDDING_MODES:
+    blockwise = resolve_blockwise(config.blockwise, graph_inputs(src))
+    if blockwise != "none" or config.embeddings in BLOCK_EMBEDDING_MODES:
         model = onnx.load(str(src))
         # symmetric 8-bit blocks as the blockwise MatMuls; accuracy level 4: int8 compute for a tied head
         apply_block_tables(model, config.embeddings, config.block_size, True, excluded, 4)
-        if config.blockwise != "none":
-            model = _blockwise_int8(model, config.blockwise, config.block_size, excluded)
+        if blockwise != "none":
+            model = _blockwise_int8(model, blockwise, config.block_size, excluded)
         save_model(model, dst)
         src = dst  # quantize_dynamic reads the whole file before it writes, so in place is safe
     # Embeddings read by Gather: onnxruntime quantizes them per tensor; leave them to our
@@ -68,6 +81,7 @@ def _int8_dynamic(config: Int8Dynamic, src: Path, dst: Path, excluded: list[str]
                      nodes_to_exclude=excluded,
                      extra_options=float_tensor_type())
     apply_embeddings(dst, config.embeddings, excluded)
+    return {"blockwise": blockwise}  # what "auto" chose for this graph, into the manifest
 
 
 @quantizer(Int8Static)
