@@ -280,7 +280,7 @@ def test_a_vocabulary_pruned_student_learns_through_its_own_tokenizer(tokenizer,
 
 
 def test_later_windows_of_long_train_texts_add_transfer_data(tokenizer, bbc):
-    from edgegolf.compression.distill.train import later_windows
+    from edgegolf.compression.distill.batches import later_windows
 
     pieces, owners = later_windows(tokenizer, [bbc[0][0], "short"], max_length=16, windows=3)
     assert owners == [0, 0] and all(piece in bbc[0][0] for piece in pieces)
@@ -293,8 +293,8 @@ def test_later_windows_of_long_train_texts_add_transfer_data(tokenizer, bbc):
 
 
 def test_window_stride_gives_overlapping_windows_over_the_same_span(tokenizer, bbc):
+    from edgegolf.compression.distill.batches import later_windows
     from edgegolf.compression.distill.config import distill_config_from_dict
-    from edgegolf.compression.distill.train import later_windows
 
     text = bbc[0][0]
     assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) > 3 * 14  # longer than the span
