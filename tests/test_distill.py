@@ -210,6 +210,21 @@ def test_bf16_autocast_on_gpu_trains_and_hands_the_student_back_on_cpu(tokenizer
     assert next(student.parameters()).device.type == "cpu" and next(teacher.parameters()).device.type == "cpu"
 
 
+def test_auto_precision_on_cpu_is_bf16_only_where_the_cpu_computes_bf16():
+    """Emulated bf16 cost 10x fp32's CPU time per step on an AVX2-only CPU: "auto" picks fp32 there."""
+    from pathlib import Path
+
+    from edgegolf.compression.distill.optimization import device_and_precision
+
+    device, precision = device_and_precision(DistillConfig(steps=1, device="cpu"))
+    assert device.type == "cpu" and precision in ("bf16", "fp32")
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo to read the CPU's flags from")
+    flags = set(cpuinfo.read_text().split())
+    assert precision == ("bf16" if flags & {"avx512_bf16", "amx_bf16"} else "fp32"), sorted(flags & {"avx2", "avx512f"})
+
+
 def test_bf16_autocast_runs_on_cpu_when_asked(tokenizer, bbc):
     teacher = tiny(tokenizer, classifier=True)
     student = student_of(teacher, tokenizer)
