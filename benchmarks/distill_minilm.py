@@ -125,14 +125,13 @@ def user_path(steps: int, json_out: Path | None, keep: Path | None = None) -> in
     print(f"evaluated on {ev['train_texts']} train (probe fit) + {ev['test_texts']} test texts (limit {ev['limit']})")
     print("| stage | probe accuracy % | 95% interval | drop 95% interval | fidelity mean cos |")
     print("|---|---|---|---|---|")
+    def ci(m: dict, key: str) -> str:
+        low, high = m.get(f"{key}_ci95_low"), m.get(f"{key}_ci95_high")
+        return "-" if low is None else f"[{low:.2f}, {high:.2f}]"
+
     for name in order:
         m = stages[name]["metrics"]
-
-        def ci(key: str) -> str:
-            low, high = m.get(f"{key}_ci95_low"), m.get(f"{key}_ci95_high")
-            return "-" if low is None else f"[{low:.2f}, {high:.2f}]"
-
-        print(f"| {name} | {m['accuracy']:.2f} | {ci('accuracy')} | {ci('accuracy_drop')} | "
+        print(f"| {name} | {m['accuracy']:.2f} | {ci(m, 'accuracy')} | {ci(m, 'accuracy_drop')} | "
               f"{m.get('fidelity_mean_cosine', float('nan')):.4f} |")
     if distilled is not None:
         print(f"distillation: {distilled['steps_run']} steps, {distilled['cpu_seconds']:.0f} s CPU, "
@@ -143,7 +142,8 @@ def user_path(steps: int, json_out: Path | None, keep: Path | None = None) -> in
     student = stages[student_name]["metrics"]
     distill_cpu = distilled["cpu_seconds"] if distilled is not None else float("inf")
     checks = {
-        f"{student_name}: fidelity >= {USER_MIN_FIDELITY}": student.get("fidelity_mean_cosine", 0.0) >= USER_MIN_FIDELITY,
+        f"{student_name}: fidelity >= {USER_MIN_FIDELITY}":
+            student.get("fidelity_mean_cosine", 0.0) >= USER_MIN_FIDELITY,
         f"{student_name}: probe within {MAX_PROBE_DROP} point of the teacher":
             teacher["accuracy"] - student["accuracy"] <= MAX_PROBE_DROP,
         f"distillation CPU time <= {CPU_BUDGET_S} s": distill_cpu <= CPU_BUDGET_S,
@@ -247,7 +247,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--step-cost", action="store_true",
                         help="measure CPU seconds per distillation step in each of --precisions (8 steps each)")
     parser.add_argument("--precisions", default="fp32,bf16", help="--step-cost: the precisions to time")
-    parser.add_argument("--keep", type=Path, help="--user-path: write the bundle here (kept) instead of a temporary folder")
+    parser.add_argument("--keep", type=Path,
+                        help="--user-path: write the bundle here (kept) instead of a temporary folder")
     args = parser.parse_args(argv)
     if args.step_cost:
         return step_cost(args.precisions.split(","), args.threads, USER_PRUNE)
