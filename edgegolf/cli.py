@@ -178,7 +178,7 @@ def _distill_defaults() -> str:
     d = DistillConfig(steps=1)
     return (f"Defaults (the best measured, benchmarks/distill_minilm.py): lr={d.lr:g}, schedule={d.schedule}, "
             f"warmup={d.warmup:g}, batch_size={d.batch_size}, hidden_weight={d.hidden_weight:g}, refit={str(d.refit).lower()}, "
-            f"refit_texts={d.refit_texts}, precision={d.precision} (bf16 on CPU), "
+            f"refit_texts={d.refit_texts}, precision={d.precision} (bf16 on GPUs and on CPUs with AVX512-BF16 or AMX, else fp32 on CPU), "
             f"freeze_embeddings={str(d.freeze_embeddings).lower()}, windows={d.windows}, "
             f"dropout={str(d.dropout).lower()}, max_length={d.max_length}.")
 

@@ -2,7 +2,8 @@
 
 Tiny random models of each, built from their config classes (tests/builders/archs.py), go
 through structured pruning (cutting a head or a neuron must compute what masking it computes),
-the compress pipeline (prune, a few distillation steps, export, graph fusions, int8 and int4),
+the compress pipeline (prune, a few distillation steps, export, graph fusions, and every
+quantization scheme: int8 dynamic and static, int4, fp16),
 and the torch-free runtime, whose raw outputs must equal PyTorch's.
 """
 
@@ -162,6 +163,7 @@ def test_modernbert_exports_with_sdpa_attention_too(tokenizer, tmp_path):
 
 
 # --- the compress pipeline, each architecture, each task -------------------------------------
+SCHEMES = ("int8-dynamic", "int8-static", "int4", "fp16")  # every registered scheme but "none" (the runtime check's)
 CASES = [pytest.param(task, arch, marks=pytest.mark.slow, id=f"{task}-{arch}")
          for task in ("feature-extraction", "text-classification") for arch in ARCHS]
 
@@ -179,7 +181,8 @@ def torch_outputs(folder, task: str, batch: dict[str, np.ndarray]) -> np.ndarray
 
 # the support matrix reads these cells from the source: literal stages, "{task}" / "{arch}" filled per case
 @pytest.mark.support(task="{task}", arch="{arch}", stage=("load", "prune", "distill", "export", "optimize",
-                                                          "quantize:int8-dynamic", "quantize:int4", "runtime"))
+                                                          "quantize:int8-dynamic", "quantize:int8-static",
+                                                          "quantize:int4", "quantize:fp16", "runtime"))
 @pytest.mark.parametrize(("task", "arch"), CASES)
 def test_compress_prunes_distills_exports_quantizes_and_runs(task, arch, tmp_path):
     classifier = task == "text-classification"
@@ -194,7 +197,7 @@ def test_compress_prunes_distills_exports_quantizes_and_runs(task, arch, tmp_pat
                "optimize": {"mode": "on"}}
     results = {scheme: edgegolf.compress(str(source), output=tmp_path / scheme, cache=cache,
                                          recipe={**student, "quantize": {"scheme": scheme}})
-               for scheme in ("int8-dynamic", "int4")}
+               for scheme in SCHEMES}
     for scheme, result in results.items():
         assert result.task == task
         assert [s.name for s in result.stages] == ["teacher", "onnx-fp32", "onnx-optimized", "quantized"], scheme
@@ -216,7 +219,8 @@ def test_compress_prunes_distills_exports_quantizes_and_runs(task, arch, tmp_pat
         else:
             assert quantized.metrics["fidelity_mean_cosine"] > 0.8
             assert bundle.embed(TEXTS[:2]).shape == (2, 32)
-    assert cache.stage_hits["prune"] >= 1 and cache.stage_hits["distill"] >= 1  # int4 reused the int8 run's student
+    # every scheme after the first reused the first run's student
+    assert cache.stage_hits["prune"] >= len(SCHEMES) - 1 and cache.stage_hits["distill"] >= len(SCHEMES) - 1
 
     # the runtime computes what PyTorch computes: the unpruned fp32 export, raw outputs, several lengths
     plain = edgegolf.compress(str(source), output=tmp_path / "fp32", cache=cache,

@@ -210,6 +210,21 @@ def test_bf16_autocast_on_gpu_trains_and_hands_the_student_back_on_cpu(tokenizer
     assert next(student.parameters()).device.type == "cpu" and next(teacher.parameters()).device.type == "cpu"
 
 
+def test_auto_precision_on_cpu_is_bf16_only_where_the_cpu_computes_bf16():
+    """Emulated bf16 cost 10x fp32's CPU time per step on an AVX2-only CPU: "auto" picks fp32 there."""
+    from pathlib import Path
+
+    from edgegolf.compression.distill.optimization import device_and_precision
+
+    device, precision = device_and_precision(DistillConfig(steps=1, device="cpu"))
+    assert device.type == "cpu" and precision in ("bf16", "fp32")
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.is_file():
+        pytest.skip("no /proc/cpuinfo to read the CPU's flags from")
+    flags = set(cpuinfo.read_text().split())
+    assert precision == ("bf16" if flags & {"avx512_bf16", "amx_bf16"} else "fp32"), sorted(flags & {"avx2", "avx512f"})
+
+
 def test_bf16_autocast_runs_on_cpu_when_asked(tokenizer, bbc):
     teacher = tiny(tokenizer, classifier=True)
     student = student_of(teacher, tokenizer)
@@ -280,7 +295,7 @@ def test_a_vocabulary_pruned_student_learns_through_its_own_tokenizer(tokenizer,
 
 
 def test_later_windows_of_long_train_texts_add_transfer_data(tokenizer, bbc):
-    from edgegolf.compression.distill.train import later_windows
+    from edgegolf.compression.distill.batches import later_windows
 
     pieces, owners = later_windows(tokenizer, [bbc[0][0], "short"], max_length=16, windows=3)
     assert owners == [0, 0] and all(piece in bbc[0][0] for piece in pieces)
@@ -293,8 +308,8 @@ def test_later_windows_of_long_train_texts_add_transfer_data(tokenizer, bbc):
 
 
 def test_window_stride_gives_overlapping_windows_over_the_same_span(tokenizer, bbc):
+    from edgegolf.compression.distill.batches import later_windows
     from edgegolf.compression.distill.config import distill_config_from_dict
-    from edgegolf.compression.distill.train import later_windows
 
     text = bbc[0][0]
     assert len(tokenizer(text, add_special_tokens=False)["input_ids"]) > 3 * 14  # longer than the span

@@ -25,7 +25,7 @@ from edgegolf.compression.distill.config import (
 )
 
 _LAZY = {
-    "DistillReport": "train", "distill": "train", "auto_layer_map": "train", "lr_factor": "train",
+    "DistillReport": "report", "distill": "train", "auto_layer_map": "pairing", "lr_factor": "optimization",
     "TransferData": "transfer", "load_transfer": "transfer", "load_transfer_texts": "transfer",
     "latest_checkpoint": "checkpoint",
     "distill_folder": "stage", "distill_pruned": "stage", "transfer_data": "stage",

@@ -82,7 +82,9 @@ class DistillConfig:
     lr 1e-3 on a cosine schedule after 6 % warmup, the hidden-state loss (hidden_weight 1: where
     the student's width or tokenizer differs from the teacher's it falls to 0, logged), frozen
     embeddings, 4 windows of each long text, no dropout, a least-squares refit on 512 texts
-    first, and bf16 arithmetic ("auto": bf16 on CPU and on GPUs that have it, else fp16).
+    first, and precision "auto": bf16 autocast on GPUs that have it (else fp16) and on CPUs that
+    compute bf16 in hardware (AVX512-BF16 or AMX), fp32 on other CPUs (emulated bf16 cost 10x
+    the CPU time of fp32 per step on an AVX2-only EPYC).
     So `steps=N` is all a user needs to give.
     """
 

@@ -20,7 +20,8 @@ from typing import Any
 
 from edgegolf.compression.distill.config import DistillConfig
 from edgegolf.compression.distill.parallel import is_main_process, require_launcher
-from edgegolf.compression.distill.train import DistillReport, distill
+from edgegolf.compression.distill.report import DistillReport
+from edgegolf.compression.distill.train import distill
 from edgegolf.compression.distill.transfer import TransferData, exclude_test, load_transfer
 from edgegolf.data import Split
 from edgegolf.errors import DataError, SourceError
