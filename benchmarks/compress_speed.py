@@ -22,6 +22,7 @@ from pathlib import Path
 
 from edgegolf.pipeline import compress
 from edgegolf.recipe import EvaluateSettings
+from edgegolf.tasks import get_task
 
 BUDGET = "size<=24MB,drop<=0.5"  # README.md's first command
 RUNS = {"old": {"limit": 0, "batch": 1}, "new": {}}  # new: EvaluateSettings' defaults
@@ -50,7 +51,8 @@ def main() -> int:
             results[name] = run(name, RUNS[name], Path(tmp))
             print(f"{name}: {results[name][1]:.0f} s wall, load average {os.getloadavg()[0]:.2f}", flush=True)
 
-    print(f"\ndefault evaluation subset: {EvaluateSettings().limit} texts, batch {EvaluateSettings().batch}")
+    default_limit = get_task("feature-extraction").default_eval_limit  # EvaluateSettings().limit None: the task's
+    print(f"\ndefault evaluation subset: {default_limit} texts, batch {EvaluateSettings().batch}")
     print("| run | wall s | verdict | scored train+test | stage | eval batch | accuracy % | 95% interval | "
           "drop 95% interval | fidelity cos |")
     print("|---|---|---|---|---|---|---|---|---|---|")

@@ -190,7 +190,7 @@ class TaskAdapter:
         """artifact_item of each text, one row per text (or one padded batch, as teacher_rows)."""
         return np.stack([self.artifact_item(runtime_model, text) for text in texts])
 
-    # --- distillation (edgegolf/compression/distill/train.py calls these) ----------------
+    # --- distillation (edgegolf/compression/distill/loop.py calls these) -----------------
     # Which dimension of each batched view from distill_view is the token position: such
     # teacher targets are cached per text cut to its real length. "hidden" is mapped_hidden_states'.
     distill_sequence_dims: ClassVar[dict[str, int]] = HIDDEN_SEQUENCE_DIMS
