@@ -53,18 +53,7 @@ def main() -> int:
     args = parser.parse_args()
     if args.target:
         return target(args)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for name in ("edgegolf.search", "edgegolf.pipeline"):
-        logging.getLogger(name).setLevel(logging.INFO)
-    # Short latency runs and no fusion pass keep a trial short; the same settings serve the
-    # baseline and every trial, so their numbers compare.
-    recipe = {"optimize": {"mode": "off"},
-              "evaluate": {"limit": args.eval_limit, "calibration_size": 32},
-              "bench": {"device": "cpu-1", "runs": 50, "warmup": 5, "max_seconds": 3.0}}
-    tmp = Path(tempfile.mkdtemp(prefix="search-minilm-"))
-    root = args.out or tmp
-    root.mkdir(parents=True, exist_ok=True)
-    load_start = os.getloadavg()[0]
+    recipe, tmp, root, load_start = _setup(args, "search-minilm-")
     try:
         t, cpu = time.perf_counter(), _cpu()
         baseline = compress(None, output=root / "baseline-int8", recipe=recipe, force=True)
@@ -117,6 +106,22 @@ TARGET_DISTILL = "steps=1700,batch_size=16,lr=1e-3,hidden_weight=1"
 TARGET_BUDGET = "size<=6MB,p50<=0.1x,drop<=1"
 
 
+def _setup(args, prefix: str) -> tuple[dict, Path, Path, float]:
+    """Logging, the recipe every run shares, the output folder and the load at the start.
+    Short latency runs and no fusion pass keep a trial short; the same settings serve the
+    baseline and every trial, so their numbers compare."""
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    for name in ("edgegolf.search", "edgegolf.pipeline"):
+        logging.getLogger(name).setLevel(logging.INFO)
+    recipe = {"optimize": {"mode": "off"},
+              "evaluate": {"limit": args.eval_limit, "calibration_size": 32},
+              "bench": {"device": "cpu-1", "runs": 50, "warmup": 5, "max_seconds": 3.0}}
+    tmp = Path(tempfile.mkdtemp(prefix=prefix))
+    root = args.out or tmp
+    root.mkdir(parents=True, exist_ok=True)
+    return recipe, tmp, root, os.getloadavg()[0]
+
+
 def _row(name: str, p50_ms: float, fp32_ms: float, size_mb: float, accuracy: float, full: str = "") -> str:
     return (f"| {name} | {p50_ms:.2f} | {p50_ms / fp32_ms:.3f}x | {fp32_ms / p50_ms:.1f}x | {size_mb:.2f} "
             f"| {accuracy:.2f} | {full} |")
@@ -124,16 +129,7 @@ def _row(name: str, p50_ms: float, fp32_ms: float, size_mb: float, accuracy: flo
 
 def target(args) -> int:
     """Issue 17's budget, with the references measured in the same run."""
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    for name in ("edgegolf.search", "edgegolf.pipeline"):
-        logging.getLogger(name).setLevel(logging.INFO)
-    recipe = {"optimize": {"mode": "off"},
-              "evaluate": {"limit": args.eval_limit, "calibration_size": 32},
-              "bench": {"device": "cpu-1", "runs": 50, "warmup": 5, "max_seconds": 3.0}}
-    tmp = Path(tempfile.mkdtemp(prefix="search-minilm-target-"))
-    root = args.out or tmp
-    root.mkdir(parents=True, exist_ok=True)
-    load_start = os.getloadavg()[0]
+    recipe, tmp, root, load_start = _setup(args, "search-minilm-target-")
     try:
         t, cpu = time.perf_counter(), _cpu()
         baseline = compress(None, output=root / "baseline-int8", force=True,
