@@ -206,7 +206,9 @@ def test_bf16_autocast_on_gpu_trains_and_hands_the_student_back_on_cpu(tokenizer
                            eval_every=10, eval_fraction=0.1, device="cuda", precision="bf16")
     report = distill(teacher, student, tokenizer, "feature-extraction", config, texts=bbc[0])
     assert report.device.startswith("cuda") and report.precision == "bf16"
-    assert report.eval_history[-1]["loss"] < 0.6 * report.eval_history[0]["loss"]
+    assert report.refit is not None and report.refit["refitted"]  # the least-squares refit ran on the GPU too
+    # measured on an H200: 0.176 -> 0.145 (the refit had already taken the first step's share)
+    assert report.eval_history[-1]["loss"] < 0.9 * report.eval_history[0]["loss"]
     assert next(student.parameters()).device.type == "cpu" and next(teacher.parameters()).device.type == "cpu"
 
 

@@ -16,6 +16,7 @@ transformers' `DynamicCache` only through the tensors this wrapper passes in and
 
 from __future__ import annotations
 
+import inspect
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +51,9 @@ class CausalWithCache(torch.nn.Module):
         super().__init__()
         self.model = model
         self.num_layers = cache_shape(model.config)[0]
+        # transformers 5.24 names the cache argument and output `cache`; earlier releases
+        # (5.17, 4.57: seen failing on the GPU machine) `past_key_values`
+        self.cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def forward(self, input_ids, attention_mask, *past):
         from transformers import DynamicCache
@@ -58,10 +62,10 @@ class CausalWithCache(torch.nn.Module):
         cache = DynamicCache(pairs or None, config=self.model.config)
         # positions count only real tokens, so left padding and the cache give the same positions
         positions = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)[:, attention_mask.shape[1] - input_ids.shape[1]:]
-        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions, cache=cache,
-                         use_cache=True)
+        out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions,
+                         use_cache=True, **{self.cache_argument: cache})
         present = []
-        for layer in out.cache.layers:
+        for layer in getattr(out, self.cache_argument).layers:
             present += [layer.keys, layer.values]
         return (out.logits, *present)
 

@@ -230,8 +230,10 @@ def build_fused_decoder(model) -> onnx.ModelProto:
     outputs += [helper.make_tensor_value_info(n, TensorProto.FLOAT, ["batch", kv_heads, "total_sequence", head_dim])
                 for n in present]
     graph = helper.make_graph(g.nodes, "edgegolf_fused_decoder", inputs, outputs, g.initializers)
+    # IR 8, what opset 17 needs (as the traced export writes): make_model's default is the
+    # installed onnx's newest IR (14 with onnx 1.23), which onnxruntime 1.30 refuses to load
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid(MS, 1)],
-                             producer_name="edgegolf")
+                             producer_name="edgegolf", ir_version=8)
 
 
 def fused_op_counts(model: onnx.ModelProto) -> dict[str, int]:

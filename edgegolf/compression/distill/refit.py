@@ -79,7 +79,7 @@ class _Normal:
         self.yy = 0.0
 
     def add(self, x: torch.Tensor, y: torch.Tensor) -> None:
-        xa = torch.cat([x.double(), torch.ones(x.shape[0], 1, dtype=torch.float64)], dim=1)
+        xa = torch.cat([x.double(), torch.ones(x.shape[0], 1, dtype=torch.float64, device=x.device)], dim=1)
         gram, cross = xa.T @ xa, xa.T @ y.double()
         self.gram = gram if self.gram is None else self.gram + gram
         self.cross = cross if self.cross is None else self.cross + cross
@@ -95,12 +95,12 @@ class _Normal:
         """[in + 1, out]: the weight (transposed) above the bias minimising the error (+ a small ridge)."""
         assert self.gram is not None and self.cross is not None
         ridge = RIDGE * self.gram.diagonal().mean()
-        eye = torch.eye(self.gram.shape[0], dtype=torch.float64)
+        eye = torch.eye(self.gram.shape[0], dtype=torch.float64, device=self.gram.device)
         return torch.linalg.solve(self.gram + ridge * eye, self.cross)
 
 
 def _as_solution(linear: torch.nn.Linear) -> torch.Tensor:
-    bias = linear.bias if linear.bias is not None else torch.zeros(linear.out_features)
+    bias = linear.bias if linear.bias is not None else torch.zeros(linear.out_features, device=linear.weight.device)
     return torch.cat([linear.weight.T, bias[None, :]]).double()
 
 
