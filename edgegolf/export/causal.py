@@ -52,7 +52,7 @@ class CausalWithCache(torch.nn.Module):
         self.model = model
         self.num_layers = cache_shape(model.config)[0]
         # transformers 5.24 names the cache argument and output `cache`; earlier releases
-        # (5.17, 4.57: seen failing on the GPU machine) `past_key_values`
+        # (5.17: seen failing on the GPU machine) `past_key_values`
         self.cache_argument = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
     def forward(self, input_ids, attention_mask, *past):
@@ -96,6 +96,18 @@ def step_feed(module: CausalWithCache, feeds: dict[str, np.ndarray], next_ids: n
     return step
 
 
+def _require_transformers_5() -> None:
+    """transformers 4.57's masking code breaks the tracer ("unordered_map::at", seen with
+    torch 2.13); 5.17 and 5.24 export and verify. Say so instead of the tracer's message."""
+    import transformers
+
+    from edgegolf.errors import ExportError
+
+    if int(transformers.__version__.split(".")[0]) < 5:
+        raise ExportError(f"exporting a causal LM needs transformers>=5 (installed: {transformers.__version__}); "
+                          "pip install 'transformers>=5'")
+
+
 def export_causal_lm(model, out_path: Path, *, sample_feeds: dict[str, np.ndarray],
                      verify_feeds: list[dict[str, np.ndarray]], opset: int = 17, atol: float = 1e-4) -> ExportReport:
     """Export `model` (a *ForCausalLM) with its cache and verify it against PyTorch.
@@ -103,6 +115,7 @@ def export_causal_lm(model, out_path: Path, *, sample_feeds: dict[str, np.ndarra
     Verification covers every feed of `verify_feeds` with an empty cache (padding included
     when a feed is a padded batch) and, for each, one generation step on a real cache.
     """
+    _require_transformers_5()
     module = CausalWithCache(model).eval()
     layers = module.num_layers
     past, present = cache_names(layers)
