@@ -16,7 +16,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from benchmarks.gpu_targets import default_model
+from benchmarks.gpu_targets import default_model, run_with_one_line_errors
 
 
 def main() -> None:
@@ -53,12 +53,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    import sys
-
-    from edgegolf.errors import EdgegolfError
-
-    try:
-        main()
-    except EdgegolfError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(exc.exit_code)
+    run_with_one_line_errors(main)

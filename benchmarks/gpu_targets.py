@@ -82,13 +82,18 @@ def main() -> None:
                       f"{lat['mean_ms']:.3f} | {shape['throughput_per_s']:.0f} |")
 
 
-if __name__ == "__main__":
+def run_with_one_line_errors(entry) -> None:
+    """`entry()`, with a user's mistake (no GPU, say) as one line and its exit code, as the CLI does."""
     import sys
 
     from edgegolf.errors import EdgegolfError
 
     try:
-        main()
+        entry()
     except EdgegolfError as exc:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
+
+
+if __name__ == "__main__":
+    run_with_one_line_errors(main)

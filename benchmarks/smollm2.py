@@ -209,6 +209,18 @@ def latencies(graphs: dict[str, Graph], ids: np.ndarray, rounds: int) -> dict[st
     return {name: {k: 1000 * statistics.median(v) for k, v in t.items()} for name, t in times.items()}
 
 
+def genai_builder_int4(work: Path, teacher: Path) -> Path:
+    """onnxruntime-genai's model builder `-p int4 -e cpu` on the teacher, once into `work`."""
+    builder = work / "genai-int4"
+    if not (builder / "model.onnx").exists():
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(teacher), "-o",
+                        str(builder), "-p", "int4", "-e", "cpu", "-c", str(work / "genai-cache")], check=True,
+                       stdout=subprocess.DEVNULL)
+        log.info("genai builder: %.0f s", time.perf_counter() - started)
+    return builder / "model.onnx"
+
+
 def build(work: Path, teacher: Path, schemes: list[str]) -> dict[str, Path]:
     import onnx
     from onnxruntime.quantization import quantize_dynamic
@@ -235,14 +247,7 @@ def build(work: Path, teacher: Path, schemes: list[str]) -> dict[str, Path]:
         out.parent.mkdir(parents=True, exist_ok=True)
         quantize_dynamic(str(fp32), str(out))
     paths["ort quantize_dynamic"] = out
-    builder = work / "genai-int4"
-    if not (builder / "model.onnx").exists():
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(teacher), "-o",
-                        str(builder), "-p", "int4", "-e", "cpu", "-c", str(work / "genai-cache")], check=True,
-                       stdout=subprocess.DEVNULL)
-        log.info("genai builder: %.0f s", time.perf_counter() - started)
-    paths["genai builder int4"] = builder / "model.onnx"
+    paths["genai builder int4"] = genai_builder_int4(work, teacher)
     tied = dict(embeddings="int4-block", symmetric=False)  # the tied table once, as 4-bit blocks
     configs = {"edgegolf default (int8)": default_int8(),
                # the default until 2026-11-30: FFN down-projections as 8-bit MatMulNBits (slow on AVX2 without VNNI)

@@ -55,7 +55,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -65,7 +64,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from smollm2 import Graph, folder_bytes, latencies, make_teacher, score  # noqa: E402
+from smollm2 import Graph, folder_bytes, genai_builder_int4, latencies, make_teacher, score  # noqa: E402
 
 log = logging.getLogger("smollm2_fusions")
 
@@ -117,12 +116,7 @@ def build(work: Path, teacher: Path) -> dict[str, Path]:
                 quantize(graph, out, config)
                 log.info("%s of the %s graph: %.0f s", scheme, name, time.perf_counter() - started)
             paths[f"edgegolf {scheme} {name}"] = out
-    builder = work / "genai-int4"
-    if not (builder / "model.onnx").exists():
-        subprocess.run([sys.executable, "-m", "onnxruntime_genai.models.builder", "-i", str(teacher), "-o",
-                        str(builder), "-p", "int4", "-e", "cpu", "-c", str(work / "genai-cache")], check=True,
-                       stdout=subprocess.DEVNULL)
-    paths["genai builder int4"] = builder / "model.onnx"
+    paths["genai builder int4"] = genai_builder_int4(work, teacher)
     return paths
 
 
