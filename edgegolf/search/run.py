@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from edgegolf.errors import EdgegolfError, RecipeError
+from edgegolf.export.onnx import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -157,9 +158,8 @@ def search(
     corpus = search_dir / "vocab-train-split.txt"
     text = "\n".join(full.train.texts) + "\n"
     if not corpus.exists() or corpus.read_text(encoding="utf-8") != text:
-        partial = corpus.with_suffix(f".{os.getpid()}.partial")
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, corpus)
+        with atomic_output(corpus) as partial:
+            partial.write_text(text, encoding="utf-8")
     space = space or SearchSpace()
     if distill is not None:  # validated now; offered to pruned students as a choice
         from dataclasses import replace
@@ -383,9 +383,8 @@ def _write_reports(result: SearchResult, limits: dict[str, float]) -> None:
         text += "\n## The chosen trial on the full split, and the noise\n\n" + "\n".join(f"- {x}" for x in lines) + "\n"
     page = html_report(text, result.records, result.front, result.chosen, limits, teacher_accuracy=teacher)
     for name, content in (("front.md", text + "\n![front](front.svg)\n"), ("front.svg", svg), ("front.html", page)):
-        partial = result.search_dir / f".{name}.{os.getpid()}.partial"
-        partial.write_text(content, encoding="utf-8")
-        os.replace(partial, result.search_dir / name)
+        with atomic_output(result.search_dir / name) as partial:
+            partial.write_text(content, encoding="utf-8")
 
 
 def _chosen_bundle(result: SearchResult, source, base_recipe, budget, bound, trust_remote_code: bool) -> Path:

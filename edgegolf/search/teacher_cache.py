@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from edgegolf.export.onnx import atomic_output
+
 log = logging.getLogger(__name__)
 
 SKIPPED_DIRS = {".git", "__pycache__", "onnx", "openvino"}  # not what PyTorch loads
@@ -118,12 +120,10 @@ class TeacherOutputs:
         arrays = {"train": outputs.train, "test": outputs.test}
         if outputs.correct is not None:
             arrays["correct"] = outputs.correct
-        partial = self.folder / f".{key}.{os.getpid()}.partial.npz"
-        np.savez(partial, **arrays)
-        os.replace(partial, self.folder / f"{key}.npz")
-        partial = self.folder / f".{key}.{os.getpid()}.partial.json"
-        partial.write_text(json.dumps(metrics), encoding="utf-8")
-        os.replace(partial, self.folder / f"{key}.json")  # last: an entry counts once both files are there
+        with atomic_output(self.folder / f"{key}.npz") as partial, open(partial, "wb") as file:
+            np.savez(file, **arrays)  # a file object: given a name, savez would append ".npz" to it
+        with atomic_output(self.folder / f"{key}.json") as partial:  # last: an entry counts once both files are there
+            partial.write_text(json.dumps(metrics), encoding="utf-8")
 
     def _event(self, what: str, key: str) -> None:
         with open(self.folder / "events.log", "a", encoding="utf-8") as log_file:  # appends of one short line
