@@ -44,18 +44,14 @@ def _blockwise_int8(model, mode: str, block_size: int, excluded: list[str]):
     return quantizer.model.model
 
 
-def graph_inputs(path: Path) -> list[str]:
-    import onnx
-
-    return [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
-
-
 @quantizer(Int8Dynamic)
 def _int8_dynamic(config: Int8Dynamic, src: Path, dst: Path, excluded: list[str], feeds) -> dict[str, str]:
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    blockwise = resolve_blockwise(config.blockwise, graph_inputs(src))
+    # read once: the inputs and op types, which the rewrites below leave as they are
+    graph = onnx.load(str(src), load_external_data=False).graph
+    blockwise = resolve_blockwise(config.blockwise, [i.name for i in graph.input])
     if blockwise != "none" or config.embeddings in BLOCK_EMBEDDING_MODES:
         model = onnx.load(str(src))
         # symmetric 8-bit blocks as the blockwise MatMuls; accuracy level 4: int8 compute for a tied head
@@ -73,7 +69,6 @@ def _int8_dynamic(config: Int8Dynamic, src: Path, dst: Path, excluded: list[str]
         op_types += ["Gather", "EmbedLayerNormalization"]
     elif config.embeddings == "per-row":
         op_types += ["EmbedLayerNormalization"]
-        graph = onnx.load(str(src), load_external_data=False).graph
         if any(n.op_type == "EmbedLayerNormalization" for n in graph.node):
             log.info("the graph's embeddings are fused into EmbedLayerNormalization: quantized per tensor, not per row")
     quantize_dynamic(src, dst, op_types_to_quantize=op_types, per_channel=config.per_channel,
