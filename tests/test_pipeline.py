@@ -116,3 +116,52 @@ def test_pruned_student_is_exported_and_measured_against_the_teacher(tiny_bert, 
     config = json.loads((out / "config.json").read_text())
     assert config["num_hidden_layers"] == 1 and config["num_attention_heads"] == 1
     assert load(out).embed(["Shares fell."]).shape == (1, 32)
+
+
+def test_fused_graph_is_judged_side_by_side_with_the_export(embedding_bundle):
+    """optimize's review times the fused graph interleaved with the plain export and keeps it
+    unless the whole interval of the ratio lies above 1 (two stage timings taken a minute apart
+    once dropped a fused graph that was not slower)."""
+    manifest = json.loads((embedding_bundle.output / "manifest.json").read_text())
+    optimize = next(r for r in manifest["provenance"] if r["stage"] == "optimize")["measured"]
+    ratio, low, high = optimize["p50_ratio_interleaved"]
+    assert 0 < low <= ratio <= high
+    assert optimize["kept"] is (low <= 1)
+    note = " ".join(next(s for s in embedding_bundle.stages if s.name == "onnx-optimized").notes)
+    assert f"interleaved p50 {ratio:.2f}x" in note
+
+
+class _SideBySide:
+    """A measurer whose interleaved timing is given: the review's rule, apart from the clock."""
+
+    def __init__(self, ratio: tuple[float, float, float] | None):
+        self.ratio = ratio
+
+    def interleaved_ratio(self, *_):
+        return self.ratio
+
+
+@pytest.mark.parametrize(("side_by_side", "stage_ratio", "kept"), [
+    ((1.04, 0.97, 1.12), 1.20, True),  # the stage timings say slower, side by side it is within the noise
+    ((1.30, 1.21, 1.38), 0.90, False),  # slower beyond the noise side by side
+    ((0.80, 0.75, 0.85), 1.10, True),
+    (None, 1.10, False),  # a profile that cannot time two graphs side by side: the stage timings decide
+    (None, 0.90, True),
+])
+def test_keep_if_faster_rule(side_by_side, stage_ratio, kept, tmp_path):
+    from edgegolf.devices.latency import latency_stats
+    from edgegolf.measure.artifact import StageResult
+    from edgegolf.pipeline.stages import Artifact, Made, _keep_if_faster
+    from edgegolf.recipe import OptimizeSettings
+
+    def timed(name: str, p50: float) -> StageResult:
+        return StageResult(name, name, [], None, latency_stats([p50] * 5, load_avg=0.0), 0, {})
+
+    fused, plain = tmp_path / "fused.onnx", tmp_path / "plain.onnx"
+    artifact = Artifact(model=None, tokenizer=None, graph=fused, fp32=plain)
+    made = Made(None, artifact, OptimizeSettings(), {"fused_ops": {"Attention": 2}}, timed("onnx-optimized",
+                10 * stage_ratio), [timed("onnx-fp32", 10.0)], None, _SideBySide(side_by_side))
+    chosen, measured = _keep_if_faster(made)
+    assert measured["kept"] is kept
+    assert chosen.graph == (fused if kept else plain)
+    assert ("p50_ratio_interleaved" in measured) is (side_by_side is not None)

@@ -109,6 +109,20 @@ def compare(
     }
 
 
+def interleaved_ratio(a, b, profile: DeviceProfile, texts: list[str], *, batch: int, seq: int, rounds: int = 6,
+                      runs_per_round: int = 5, warmup: int = 3) -> tuple[float, float, float] | None:
+    """median(B) / median(A) and its 95% interval, the two graphs timed as `compare` times them
+    (alternating blocks, one process): a decision inside a run that two timings taken minutes
+    apart on a shared machine cannot carry. None where the profile's kind cannot time ONNX
+    graphs side by side."""
+    kind = profile.device_kind
+    if not kind.compares:
+        return None
+    feeds = [_encoder_feeds(art, texts, batch, seq) for art in (a, b)]
+    samples, _, _ = kind.compare_samples([a, b], feeds, profile, warmup, rounds, runs_per_round, RemoteOptions())
+    return ratio_of_medians_ci(np.array(samples[0]), np.array(samples[1]))
+
+
 def _decode_feeds(artifact, texts: list[str], batch: int, seq: int) -> dict[str, np.ndarray]:
     """One decode step's feeds after `seq` prompt tokens, from the artifact's own prefill."""
     from edgegolf.devices.bench import GENERATING_TASK

@@ -103,6 +103,16 @@ class Measurer:
         stage.eval_batch = self.evaluation.teacher_batch()
         return stage, outputs
 
+    def interleaved_ratio(self, graph_a: Path, graph_b: Path, tokenizer_json: Path, spec
+                          ) -> tuple[float, float, float] | None:
+        """p50 of graph B over graph A with its 95% interval, timed interleaved on the budget's
+        profile (edgegolf.devices.compare); None where that profile cannot time graphs side by side."""
+        from edgegolf.devices.artifact import Artifact
+        from edgegolf.devices.compare import interleaved_ratio
+
+        a, b = (Artifact(path, path.name, path, tokenizer_json, spec, None) for path in (graph_a, graph_b))
+        return interleaved_ratio(a, b, self.profile, self.bench_texts, batch=self.bench.batch, seq=self.bench.seq)
+
     def _timing(self, name: str):
         """Progress of the latency runs: one step per device profile, each at most max_seconds."""
         return steps(f"time {name} on {len(self.profiles)} profile(s), <= {self.bench.max_seconds:g} s each",

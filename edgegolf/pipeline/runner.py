@@ -183,7 +183,7 @@ def _run(stage: Stage, before: Artifact | None, config: Any, ctx: Context, measu
                                 artifact.spec, teacher_outputs=ctx.teacher.outputs, model_config=artifact.model.config,
                                 batch_independent=stage.batch_independent(config))
     if stage.review is not None:
-        artifact, more = stage.review(Made(before, artifact, config, measured, result, earlier, ctx))
+        artifact, more = stage.review(Made(before, artifact, config, measured, result, earlier, ctx, measurer))
         measured.update(more)
     if result is not None:
         record["measure_seconds"] = round(time.perf_counter() - started, 3)
