@@ -175,6 +175,31 @@ def test_prune_and_distill_keep_the_sentence_transformers_head(tmp_path):
     assert fp32.metrics["fidelity_mean_cosine"] < 0.9999  # a different (pruned) model, compared with the teacher
 
 
+def test_prune_and_distill_outputs_carry_the_sentence_transformers_head(tmp_path, capsys):
+    """`edgegolf prune` and `edgegolf distill` write the head beside the smaller model: sentence-
+    transformers reads their folders with the original pooling and Dense, and compress reproduces that."""
+    from edgegolf.tasks.st_folder import read_sentence_head
+    from tests.builders.cli import run_cli
+
+    folder = save_st_folder(tmp_path / "st", pooling="cls", dense=(16,), normalize=False)
+    pruned, distilled = tmp_path / "pruned", tmp_path / "distilled"
+    code, _, stderr = run_cli(["prune", folder, "--spec", "layers=1,ffn=0.5", "-o", pruned,
+                               "--calibration-size", "8"], capsys)
+    assert code == 0, stderr
+    code, _, stderr = run_cli(["distill", folder, pruned, "-o", distilled,
+                               "--spec", "steps=2,batch_size=4,refit_texts=8"], capsys)
+    assert code == 0, stderr
+    for student in (pruned, distilled):
+        head = read_sentence_head(student)
+        assert head is not None and head.describe() == "cls pooling, Dense 32->16 Tanh"
+        reference = st_encode(student, TEXTS)  # sentence-transformers itself, on the smaller model
+        assert reference.shape == (len(TEXTS), 16)
+    assert cosines(st_encode(distilled, TEXTS), st_encode(folder, TEXTS)).min() < 0.9999  # a different model
+    recipe = {**QUICK, "quantize": {"scheme": "none"}, "optimize": {"mode": "off"}}
+    result = edgegolf.compress(str(distilled), output=tmp_path / "out", recipe=recipe)
+    assert cosines(load(result.output).embed(TEXTS), st_encode(distilled, TEXTS)).min() >= 0.9999
+
+
 def test_do_lower_case_is_refused_only_where_the_tokenizer_keeps_case(tmp_path):
     folder = save_st_folder(tmp_path / "st")
     config = json.loads((folder / "sentence_bert_config.json").read_text())

@@ -112,6 +112,36 @@ def read_sentence_head(folder: Path) -> SentenceHead | None:
     return head
 
 
+# The sentence-transformers files beside a model's own: what `SentenceTransformer(folder)` reads
+# besides the Transformer module, whose files save_pretrained writes.
+SENTENCE_FILES = ("modules.json", "config_sentence_transformers.json", "sentence_bert_config.json")
+
+
+def copy_sentence_files(source: Path, target: Path) -> bool:
+    """Carry `source`'s sentence-transformers head (modules.json, its configs and every module
+    folder after the Transformer) into `target`, a folder written from a model pruned or
+    distilled from `source`: its width is unchanged, so the head applies as it is. False where
+    `source` is a plain Hugging Face folder."""
+    import shutil
+
+    try:
+        if read_sentence_head(source) is None:
+            return False
+    except SourceError as exc:  # a head compress would refuse: the folder is written without it, and said so
+        log.warning("the sentence-transformers head was not carried over: %s", exc)
+        return False
+    for name in SENTENCE_FILES:
+        if (source / name).is_file():
+            shutil.copyfile(source / name, target / name)
+    root = source.resolve()
+    for module in _json(source / "modules.json")[1:]:
+        where = (source / str(module.get("path", ""))).resolve()
+        if where == root or root not in where.parents:  # the Transformer's files, or outside the folder
+            continue
+        shutil.copytree(where, target / where.relative_to(root), dirs_exist_ok=True)
+    return True
+
+
 def _json(path: Path, missing: Any = None) -> Any:
     if not path.is_file() and missing is not None:
         return missing

@@ -120,7 +120,9 @@ def distill_folder(teacher_dir: str | Path, student_dir: str | Path, out_dir: st
         return report
 
     with StagedFolder(out, force=force, option="", folders_only=False) as staged:
-        save_pruned(student, tokenizer, staged.staging)
+        # the student's head (a pruned copy carries its teacher's), else the teacher's
+        head = student_dir if (student_dir / "modules.json").is_file() else teacher_dir
+        save_pruned(student, tokenizer, staged.staging, sentence_head_of=head)
         record = {"teacher": str(teacher_dir), "student": str(student_dir), **report.to_dict()}
         (staged.staging / REPORT_FILE).write_text(json.dumps(record, indent=1), encoding="utf-8")
         if (student_dir / PRUNE_REPORT_FILE).is_file():

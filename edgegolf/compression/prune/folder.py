@@ -134,11 +134,18 @@ def _load_saved_layers(model: Any, folder: Path, layers_path: str) -> None:
     model.load_state_dict(mapped, strict=False)
 
 
-def save_pruned(model: Any, tokenizer: Any, folder: str | Path, report: PruneReport | None = None) -> None:
-    """save_pretrained (safetensors) + tokenizer + the prune report, into an existing or new folder."""
+def save_pruned(model: Any, tokenizer: Any, folder: str | Path, report: PruneReport | None = None, *,
+                sentence_head_of: Path | None = None) -> None:
+    """save_pretrained (safetensors) + tokenizer + the prune report, into an existing or new folder;
+    with `sentence_head_of`, that folder's sentence-transformers head too (pooling, Dense,
+    Normalize, prompts), so `compress` and `SentenceTransformer` read the result as the original."""
+    from edgegolf.tasks.st_folder import copy_sentence_files
+
     folder = Path(folder)
     model.save_pretrained(folder)
     tokenizer.save_pretrained(folder)
+    if sentence_head_of is not None:
+        copy_sentence_files(sentence_head_of, folder)
     if report is not None:
         (folder / REPORT_FILE).write_text(json.dumps(report.to_dict(), indent=2), encoding="utf-8")
 
@@ -169,7 +176,7 @@ def prune_folder(
     model, tokenizer, report = prune_model(model, tokenizer, config, calibration_texts=calibration_texts,
                                            inplace=True, **prune_kwargs)
     with StagedFolder(out, force=force, option="", folders_only=False) as staged:
-        save_pruned(model, tokenizer, staged.staging, report)
+        save_pruned(model, tokenizer, staged.staging, report, sentence_head_of=src)
         staged.publish()
     log.info("wrote pruned model to %s", out)
     return report
