@@ -22,6 +22,7 @@ from tests.builders.causal_lm import bbc_texts, load_tiny_lm, save_tiny_lm, save
 # arch-heads: 8-dim heads (tiny_config) get separate RotaryEmbedding ops, 16-dim ones (tied_config)
 # the rotary embedding inside GroupQueryAttention (its CPU kernel rotates multiples of 16 only)
 FUSED = ("llama-8", "qwen2-8", "llama-16", "qwen2-16")
+BY_ARCH = [(kind.split("-")[0], kind) for kind in FUSED]  # (model_type, case): the support matrix's cells
 PROMPTS = ["The government said on Tuesday that", "Shares in the", "Oil"]
 
 
@@ -50,8 +51,9 @@ def fused(tmp_path_factory) -> dict[str, tuple]:
     return found
 
 
-@pytest.mark.parametrize("kind", FUSED)
-def test_every_norm_rotary_and_attention_is_one_fused_op(fused, kind):
+@pytest.mark.support(task="causal-lm", arch="{arch}", stage="optimize")
+@pytest.mark.parametrize(("arch", "kind"), BY_ARCH)
+def test_every_norm_rotary_and_attention_is_one_fused_op(fused, arch, kind):
     model, _, graph, _ = fused[kind]
     layers = model.config.num_hidden_layers
     # one plain RMSNorm (the first layer's, no residual yet); every other norm adds the residual
@@ -77,9 +79,10 @@ def test_every_norm_rotary_and_attention_is_one_fused_op(fused, kind):
     assert not ops & {"Pow", "ReduceMean", "Softmax", "Sqrt", "Cos", "Sin"}
 
 
-@pytest.mark.parametrize("kind", FUSED)
+@pytest.mark.support(task="causal-lm", arch="{arch}", stage="optimize")
+@pytest.mark.parametrize(("arch", "kind"), BY_ARCH)
 @pytest.mark.parametrize("side", ["left", "right"])
-def test_fused_graph_matches_pytorch_on_a_padded_batch_and_a_cached_step(fused, kind, side):
+def test_fused_graph_matches_pytorch_on_a_padded_batch_and_a_cached_step(fused, arch, kind, side):
     """verify_fused runs the prompt with an empty cache, then (left padding) one token on the graph's cache."""
     model, tokenizer, graph, _ = fused[kind]
     feeds = encoder(tokenizer)([bbc_texts()[5][:120], bbc_texts()[6][:20]], side)
@@ -103,8 +106,9 @@ def test_a_graph_of_other_weights_fails_the_check(fused, tmp_path):
         verify_fused(graph.path, other, [encoder(tokenizer)(["Oil prices"])], atol=1e-4)
 
 
-@pytest.mark.parametrize("kind", FUSED)
-def test_runtime_generates_with_the_fused_graph_as_pytorch_greedy(fused, kind):
+@pytest.mark.support(task="causal-lm", arch="{arch}", stage=("optimize", "runtime", "generate"))
+@pytest.mark.parametrize(("arch", "kind"), BY_ARCH)
+def test_runtime_generates_with_the_fused_graph_as_pytorch_greedy(fused, arch, kind):
     """The runtime's contract holds: a left-padded batch, then one cached token per step."""
     from edgegolf.tasks import get_task
 
