@@ -141,16 +141,21 @@ def quantized_ops(result) -> dict[str, int]:
 
 
 @pytest.mark.support(task="causal-lm", arch="gpt2",
-                     stage=("load", "export", "quantize:int8-dynamic", "evaluate", "runtime", "generate"))
+                     stage=("load", "export", "optimize", "quantize:int8-dynamic", "evaluate", "runtime", "generate"))
 def test_compress_a_text_file_to_a_bundle_that_generates(gpt2_bundle):
     result = gpt2_bundle
-    assert [s.name for s in result.stages] == ["teacher", "onnx-fp32", "quantized"]
-    teacher, fp32, quantized = (s.metrics for s in result.stages)
+    assert [s.name for s in result.stages] == ["teacher", "onnx-fp32", "onnx-optimized", "quantized"]
+    teacher, fp32, optimized, quantized = (s.metrics for s in result.stages)
     assert fp32["bits_per_byte"] == pytest.approx(teacher["bits_per_byte"], rel=1e-5)
+    assert optimized["bits_per_byte"] == pytest.approx(teacher["bits_per_byte"], rel=1e-5)
     assert fp32["scored_bytes"] == teacher["scored_bytes"] > 1000
     assert 0 < abs(quantized["bits_per_byte_increase"]) < 0.5  # quantized: changed, but close
     assert "MatMulInteger" in quantized_ops(result)
-    assert result.stages[2].size.raw_bytes < result.stages[1].size.raw_bytes
+    assert result.stages[3].size.raw_bytes < result.stages[1].size.raw_bytes
+    # GPT-2's traced graph through onnxruntime's optimizer, kept or not by a timed decode step
+    optimize = next(r for r in result.manifest["provenance"] if r["stage"] == "optimize")["measured"]
+    assert optimize["fused_ops"]["SkipLayerNormalization"] > 0 and optimize["decode_ratio"] > 0
+    assert optimize["kept"] is (optimize["decode_ratio"] < 1)
     manifest = json.loads((result.output / "manifest.json").read_text())
     assert manifest["task"] == "causal-lm" and manifest["evaluation"]["test_texts"] >= 1
     lm = load(result.output, threads=1)

@@ -2,7 +2,8 @@
 SkipSimplifiedLayerNormalization, GroupQueryAttention with the rotary embedding inside) on tiny
 LLaMA and Qwen2 models: it matches PyTorch on padded batches (right: a prompt, as scoring runs;
 left: a prompt and a cached step, as generation runs), the runtime generates with it as PyTorch
-does, and GPT-2 (LayerNorm, learned positions, no grouped heads) is refused by name."""
+does; GPT-2 (LayerNorm, learned positions, no grouped heads), which the writer refuses by name,
+gets onnxruntime's own fusions of its traced graph under the same checks."""
 
 from __future__ import annotations
 
@@ -14,10 +15,16 @@ import pytest
 import torch
 
 from edgegolf.errors import ExportError
-from edgegolf.export.llm_fusions import fusable, left_padded, verify_fused, write_fused_causal_lm
+from edgegolf.export.llm_fusions import (
+    fusable,
+    fuse_traced_causal_lm,
+    left_padded,
+    verify_fused,
+    write_fused_causal_lm,
+)
 from edgegolf.export.llm_graph import build_fused_decoder, fused_op_counts
 from edgegolf.runtime import open_model
-from tests.builders.causal_lm import bbc_texts, load_tiny_lm, save_tiny_lm, save_tiny_tied_lm
+from tests.builders.causal_lm import bbc_texts, export_tiny_lm, load_tiny_lm, save_tiny_lm, save_tiny_tied_lm
 
 # arch-heads: 8-dim heads (tiny_config) get separate RotaryEmbedding ops, 16-dim ones (tied_config)
 # the rotary embedding inside GroupQueryAttention (its CPU kernel rotates multiples of 16 only)
@@ -109,14 +116,18 @@ def test_a_graph_of_other_weights_fails_the_check(fused, tmp_path):
 @pytest.mark.support(task="causal-lm", arch="{arch}", stage=("optimize", "runtime", "generate"))
 @pytest.mark.parametrize(("arch", "kind"), BY_ARCH)
 def test_runtime_generates_with_the_fused_graph_as_pytorch_greedy(fused, arch, kind):
+    model, tokenizer, graph, folder = fused[kind]
+    assert_generates_as_pytorch_greedy(model, tokenizer, graph.path, folder)
+
+
+def assert_generates_as_pytorch_greedy(model, tokenizer, graph: Path, folder: Path) -> None:
     """The runtime's contract holds: a left-padded batch, then one cached token per step."""
     from edgegolf.tasks import get_task
 
-    model, tokenizer, graph, folder = fused[kind]
     adapter = get_task("causal-lm")
     spec = adapter.model_spec(model, tokenizer, adapter.input_names(model, tokenizer), 64)
     tokenizer.save_pretrained(str(folder / "tok"))
-    lm = open_model(graph.path, folder / "tok" / "tokenizer.json", spec, threads=1)
+    lm = open_model(graph, folder / "tok" / "tokenizer.json", spec, threads=1)
     tokenizer.padding_side = "left"
     batch = tokenizer(PROMPTS, padding=True, return_tensors="pt")
     with torch.inference_mode():
@@ -139,13 +150,31 @@ def test_a_tied_head_in_the_fused_graph_still_shares_the_quantized_table(tmp_pat
     assert "lm_head/MatMul" in rewritten and "embed/Gather" in rewritten
 
 
-def test_gpt2_gets_no_fused_graph_and_says_why(tmp_path):
-    """GPT-2 has LayerNorm (not RMSNorm), learned positions (no rotary) and a fused c_attn:
-    none of these fusions apply; the optimize stage skips it with this reason."""
-    _, model, _ = load_tiny_lm(save_tiny_lm(tmp_path / "gpt2", "gpt2"))
+@pytest.mark.support(task="causal-lm", arch="gpt2", stage=("optimize", "runtime", "generate"))
+def test_gpt2_traced_graph_gets_onnxruntimes_fusions_checked_against_pytorch(tmp_path):
+    """GPT-2 has LayerNorm (not RMSNorm), learned positions (no rotary) and a fused c_attn, so
+    the graph writer refuses it; its traced graph goes through onnxruntime's optimizer instead,
+    checked like the written graph (padded batches, a cached step) and generating as PyTorch does."""
+    folder = save_tiny_lm(tmp_path / "gpt2", "gpt2")
+    model, _ = export_tiny_lm(folder, tmp_path)
+    _, _, tokenizer = load_tiny_lm(folder)
     assert "gpt2" in fusable(model.config)
     with pytest.raises(ExportError, match="gpt2 decoders"):
         build_fused_decoder(model)
+    texts = list(bbc_texts()[:3])
+    feeds = [encoder(tokenizer)([texts[0][:100]]), encoder(tokenizer)([texts[1][:150], texts[2][:30]])]
+    graph = fuse_traced_causal_lm(tmp_path / "lm.onnx", model, tmp_path / "fused.onnx", model_type="gpt2",
+                                  verify_feeds=feeds, atol=1e-4)
+    layers = model.config.n_layer
+    assert graph.fused_ops == {"FastGelu": layers, "SkipLayerNormalization": 2 * layers}
+    assert graph.max_abs_diff < 1e-4
+    assert_generates_as_pytorch_greedy(model, tokenizer, graph.path, folder)
+    # another model's weights fail the check, and nothing is left behind
+    _, other, _ = load_tiny_lm(save_tiny_lm(tmp_path / "other", "gpt2", seed=1))
+    with pytest.raises(ExportError, match="differs from PyTorch"):
+        fuse_traced_causal_lm(tmp_path / "lm.onnx", other, tmp_path / "wrong.onnx", model_type="gpt2",
+                              verify_feeds=feeds, atol=1e-4)
+    assert not (tmp_path / "wrong.onnx").exists()
 
 
 def test_unsupported_paths_are_named(tmp_path: Path):

@@ -86,3 +86,19 @@ def test_the_docs_and_the_readme_show_the_committed_record(committed):
     assert sm.DOC.read_text(encoding="utf-8") == sm.render_doc(committed)
     readme = sm.README.read_text(encoding="utf-8")
     assert sm.readme_section(committed) in readme, "README's support matrix is stale: python -m tests.builders.support_matrix"
+
+
+def test_a_partial_record_merges_into_the_committed_one():
+    """A rerun of some test files replaces those tests' outcomes and keeps every other cell."""
+    def cell(stage, *tests):
+        return {"task": "t", "arch": "a", "stage": stage, "tests": [{"test": n, "outcome": o} for n, o in tests]}
+
+    record = {"recorded": "then", "pytest_args": "-m support", "cells": [
+        cell("export", ("f.py::one", "passed"), ("g.py::two", "passed")), cell("prune", ("f.py::one", "passed"))]}
+    part = {"recorded": "now", "pytest_args": "f.py", "cells": [cell("export", ("f.py::one", "failed")),
+                                                                 cell("load", ("f.py::three", "passed"))]}
+    merged = sm.merge_records(record, part)
+    cells = {c["stage"]: c["tests"] for c in merged["cells"]}
+    assert cells == {"export": [{"test": "f.py::one", "outcome": "failed"}, {"test": "g.py::two", "outcome": "passed"}],
+                     "load": [{"test": "f.py::three", "outcome": "passed"}]}  # f.py::one no longer claims prune
+    assert merged["pytest_args"] == "-m support; then f.py (merged in, now)"

@@ -119,14 +119,40 @@ def write_fused_causal_lm(model, out_path: Path, *, verify_feeds: list[dict[str,
     """The fused graph of `model` at `out_path`, verified on `verify_feeds` and on the left-padded
     copies of its batches (with a cached step each)."""
     graph = build_fused_decoder(model)
-    checks = list(verify_feeds) + [left_padded(f) for f in verify_feeds if f["input_ids"].shape[0] > 1]
     with atomic_output(out_path) as tmp:
         large = graph.ByteSize() > EXTERNAL_DATA_BYTES
         onnx.save(graph, str(tmp), save_as_external_data=large, location=out_path.name + ".data" if large else None)
-        diff = verify_fused(tmp, model, checks, atol)
+        diff = verify_fused(tmp, model, _with_left_padding(verify_feeds), atol)
     counts = fused_op_counts(graph)
     log.info("fused graph: %s; max abs diff to PyTorch %.2e", counts, diff)
     return FusedGraph(out_path, counts, diff)
+
+
+def fuse_traced_causal_lm(traced: Path, model, out_path: Path, *, model_type: str,
+                          verify_feeds: list[dict[str, np.ndarray]], atol: float) -> FusedGraph:
+    """onnxruntime's transformer optimizer over the traced cached graph, for the decoders whose
+    family names an optimizer model type (GPT-2: LayerNorm with its residual Add into
+    SkipLayerNormalization, the tanh Gelu into FastGelu; its attention fusion looks for
+    onnxruntime's own export layout, one packed past per layer, and leaves ours unfused),
+    verified like `write_fused_causal_lm`'s graph; nothing is left at `out_path` when the
+    check fails."""
+    from edgegolf.compression.prune import attention_dims
+    from edgegolf.export.optimize import optimize_graph
+
+    num_heads, hidden_size = attention_dims(model.config)
+    report = optimize_graph(traced, out_path, model_type=model_type, num_heads=num_heads, hidden_size=hidden_size)
+    try:
+        diff = verify_fused(out_path, model, _with_left_padding(verify_feeds), atol)
+    except ExportError:
+        out_path.unlink(missing_ok=True)
+        raise
+    log.info("traced graph fused by onnxruntime: %s; max abs diff to PyTorch %.2e", report.fused_ops, diff)
+    return FusedGraph(out_path, report.fused_ops, diff)
+
+
+def _with_left_padding(feeds: list[dict[str, np.ndarray]]) -> list[dict[str, np.ndarray]]:
+    """The feeds and the left-padded copies of their batches: scoring's layout and generation's."""
+    return list(feeds) + [left_padded(f) for f in feeds if f["input_ids"].shape[0] > 1]
 
 
 def decode_ratio(fused: Path, traced: Path, tokenizer_json: Path, spec, texts: list[str], *, cache: int = 128,

@@ -241,20 +241,26 @@ def optimize(artifact: Artifact, config, ctx: Context) -> tuple[Artifact, dict[s
 
 
 def _optimize_causal_lm(artifact: Artifact, config, ctx: Context) -> tuple[Artifact, dict[str, Any]]:
-    """LLaMA/Qwen2 decoders: the cached graph written with onnxruntime's fused ops, checked
-    against PyTorch on a padded batch (right and left) and a cached step. Mode auto keeps the
-    traced graph when the check fails; mode on stops there."""
+    """LLaMA/Qwen2 decoders: the cached graph written with onnxruntime's fused ops; GPT-2: the
+    traced graph through onnxruntime's optimizer. Either is checked against PyTorch on a padded
+    batch (right and left) and a cached step. Mode auto keeps the traced graph when the check
+    fails; mode on stops there."""
+    from edgegolf.compression.prune.arch import ort_model_type
     from edgegolf.errors import ExportError
-    from edgegolf.export.llm_fusions import decode_ratio, fusable, write_fused_causal_lm
+    from edgegolf.export.llm_fusions import decode_ratio, fusable, fuse_traced_causal_lm, write_fused_causal_lm
 
-    reason = fusable(artifact.model.config)
-    if reason:
+    model_config = artifact.model.config
+    reason, traced_type = fusable(model_config), ort_model_type(model_config)
+    if reason and traced_type == "bert":  # no family of ours names an optimizer model type for it
         return artifact, {"kept": False, "skipped": f"no fused graph: {reason}"}
     encoder = make_tokenizer(artifact.tokenizer_json, artifact.spec)
     texts = list(ctx.split.train.texts[:3])
+    feeds = [encoder.encode(texts[:1]), encoder.encode([texts[1], texts[2][:80]])]
+    out = ctx.work / "model-optimized.onnx"
     try:
-        fused = write_fused_causal_lm(artifact.model, ctx.work / "model-optimized.onnx", atol=ctx.atol, verify_feeds=[
-            encoder.encode(texts[:1]), encoder.encode([texts[1], texts[2][:80]])])
+        fused = (fuse_traced_causal_lm(artifact.graph, artifact.model, out, model_type=traced_type,
+                                       verify_feeds=feeds, atol=ctx.atol) if reason else
+                 write_fused_causal_lm(artifact.model, out, atol=ctx.atol, verify_feeds=feeds))
     except ExportError as exc:
         if config.mode == "on":
             raise

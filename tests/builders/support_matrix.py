@@ -12,6 +12,7 @@ must be literals (the committed matrix is checked against the test files' source
     python -m tests.builders.support_matrix            # render docs/support-matrix.md and the README
                                               # section from the committed record
     python -m tests.builders.support_matrix --check    # exit 1 when the docs differ from the record
+    python -m tests.builders.support_matrix --merge R  # fold R (pytest --support-record R on some files) in
 
 A run records into docs/support-matrix.json (`pytest --support-record PATH` does the same
 for any selection). A cell reads "yes" when its marked tests passed, "FAILS" when one
@@ -246,12 +247,36 @@ def claim_is_marked(cell: dict[str, Any], nodeid: str, root: Path = ROOT) -> boo
     return False
 
 
+def merge_records(record: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:
+    """`record` with `part`'s outcomes folded in: a test of `part` replaces that test's earlier
+    outcome in every cell; the provenance line says what was merged and when."""
+    rerun = {t["test"] for cell in part["cells"] for t in cell["tests"]}
+    cells: dict[tuple[str, str, str], list[dict[str, str]]] = {}
+    for cell in record["cells"]:
+        kept = [t for t in cell["tests"] if t["test"] not in rerun]
+        if kept:
+            cells[(cell["task"], cell["arch"], cell["stage"])] = kept
+    for cell in part["cells"]:
+        cells.setdefault((cell["task"], cell["arch"], cell["stage"]), []).extend(cell["tests"])
+    return {**record, "pytest_args": f"{record['pytest_args']}; then {part['pytest_args']} (merged in, "
+                                     f"{part['recorded']})",
+            "cells": [{"task": t, "arch": a, "stage": s, "tests": sorted(tests, key=lambda x: x["test"])}
+                      for (t, a, s), tests in sorted(cells.items())]}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.builders.support_matrix", description=__doc__.split("\n")[0])
     parser.add_argument("--run", action="store_true", help="run every test marked support first and record it")
     parser.add_argument("--check", action="store_true", help="exit 1 when the docs differ from the record")
+    parser.add_argument("--merge", type=Path, metavar="PATH",
+                        help="fold a record written by `pytest --support-record PATH` for some test files into the "
+                             "committed record (their tests replace the same tests' earlier outcomes), then render")
     parser.add_argument("pytest_args", nargs="*", help="more pytest arguments for --run (e.g. a test file)")
     args = parser.parse_args(argv)
+    if args.merge:
+        merged = merge_records(json.loads(RECORD.read_text(encoding="utf-8")),
+                               json.loads(args.merge.read_text(encoding="utf-8")))
+        RECORD.write_text(json.dumps(merged, indent=1) + "\n", encoding="utf-8")
     if args.run:
         command = [sys.executable, "-m", "pytest", "-q", "-m", "support", "-p", "no:cacheprovider",
                    f"--support-record={RECORD}", *args.pytest_args]
