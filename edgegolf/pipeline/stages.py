@@ -299,8 +299,9 @@ def _keep_if_faster(made: Made) -> tuple[Artifact, dict[str, Any]]:
             timing = (f"interleaved p50 {side_by_side[0]:.2f}x [{side_by_side[1]:.2f}, {side_by_side[2]:.2f}]; ")
     kept = made.config.mode == "on" or faster
     fused = ", ".join(f"{op} x{n}" for op, n in sorted(made.measured["fused_ops"].items())) or "nothing fused"
-    made.result.notes.append(f"{fused}; p50 {ratio:.2f}x the fp32 export; " + timing +
-                             ("kept" if kept else "dropped: slower, later stages use the fp32 export"))
+    verdict = "kept" if kept else "dropped: slower, later stages use the fp32 export"
+    made.result.notes.append(f"{fused}; p50 {ratio:.2f}x the fp32 export; {timing}{verdict}")
+    log.info("fused graph: p50 %.2fx the fp32 export; %s%s", ratio, timing, verdict)
     artifact = made.artifact if kept else replace(made.artifact, graph=made.artifact.fp32)
     measured: dict[str, Any] = {"kept": kept, "p50_ratio": ratio}
     if side_by_side is not None:
