@@ -11,6 +11,9 @@ output in one atomic exchange where the system offers it (Linux), else in two re
 output path never holds a half-written output; on Linux it always holds the whole old output
 or the whole new one. The next run removes what a dead run left (names whose process id no
 longer exists). Leaving the `with` block without publishing removes the staging folder.
+
+One file is published the same way, by `atomic_output` (an exported or quantized graph, a report,
+a cache entry): written under a temporary name beside it, renamed into place only when whole.
 """
 
 from __future__ import annotations
@@ -21,6 +24,8 @@ import os
 import shutil
 import sys
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import TracebackType
 
@@ -146,3 +151,17 @@ class StagedFolder:
                  tb: TracebackType | None) -> None:
         if self.staging.exists():  # not published: an error, or the caller chose not to
             shutil.rmtree(self.staging, ignore_errors=True)
+
+
+@contextmanager
+def atomic_output(out_path: str | Path) -> Iterator[Path]:
+    """A temporary name beside `out_path` (same folder, so the rename is atomic), renamed to it
+    only if the block succeeds; on failure the temporary file is removed and `out_path` is untouched."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, out_path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -23,7 +23,7 @@ import torch
 from edgegolf.errors import ExportError
 from edgegolf.export.causal import TEXT_INPUTS, CausalWithCache, cache_names, step_feed, with_cache_feeds
 from edgegolf.export.llm_graph import build_fused_decoder, fused_op_counts, unsupported_reason
-from edgegolf.export.onnx import atomic_output
+from edgegolf.publish import atomic_output
 
 log = logging.getLogger(__name__)
 EXTERNAL_DATA_BYTES = 1_800_000_000  # protobuf's 2 GB limit, with room: larger graphs keep weights beside them

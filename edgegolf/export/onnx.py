@@ -9,17 +9,16 @@ Verification runs a real onnxruntime CPU session on real tokenized feeds.
 from __future__ import annotations
 
 import logging
-import os
 import time
 import warnings
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
 from edgegolf.errors import ExportError
+from edgegolf.publish import atomic_output
 
 log = logging.getLogger(__name__)
 
@@ -35,19 +34,6 @@ class ExportReport:
     seconds: float
     input_names: list[str]
     output_names: list[str]
-
-
-@contextmanager
-def atomic_output(out_path: Path) -> Iterator[Path]:
-    """A temporary name beside `out_path`, renamed to it only if the block succeeds."""
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out_path.with_name(f".{out_path.name}.{os.getpid()}.tmp")
-    try:
-        yield tmp
-        os.replace(tmp, out_path)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def _first_line(exc: BaseException) -> str:

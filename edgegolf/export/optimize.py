@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgegolf.errors import ExportError, RecipeError
-from edgegolf.export.onnx import atomic_output
+from edgegolf.publish import atomic_output
 
 log = logging.getLogger(__name__)
 

@@ -10,12 +10,12 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
-import os
 from pathlib import Path
 from typing import Any
 
 import edgegolf
 from edgegolf.errors import MissingExtraError, RecipeError
+from edgegolf.publish import atomic_output
 
 SCHEMA_ID = "edgegolf.report"
 SCHEMA_VERSION = 1
@@ -91,8 +91,7 @@ def write_outputs(document: dict[str, Any], *, json_path: str | Path | None = No
             raise RecipeError(f"cannot write {str(path)!r}: folder {str(path.parent)!r} does not exist")
     written = []
     for path, text in texts.items():
-        partial = path.with_name(f".{path.name}.partial")
-        partial.write_text(text, encoding="utf-8")
-        os.replace(partial, path)
+        with atomic_output(path) as partial:
+            partial.write_text(text, encoding="utf-8")
         written.append(path)
     return written

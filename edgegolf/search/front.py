@@ -47,6 +47,8 @@ class TrialRecord:
         if p.get("distill"):
             parts.append("distillation rejected by proxy" if self.rejected_by_proxy else "distilled")
         scheme = p["quantize"] + (f"/{p['int4_block_size']}" if p["quantize"] == "int4" else "")
+        if p.get("embeddings", "per-row") != "per-row":  # a table stored other than in 8-bit rows
+            scheme += f", {p['embeddings']} embeddings"
         return ", ".join(parts) + f"; {scheme}"
 
 

@@ -5,7 +5,8 @@ quantize settings; its measured numbers become the trial's objectives (accuracy,
 the budget's device, size) and constraints (the budget). Work that trials share is done
 once per process: the runner's `StageCache` keeps the loaded, measured teacher and each
 student's prune, distill, export and optimize, reused by every later trial that asks for the
-same stage on the same input (every quantization scheme tried on a student, for one).
+same stage on the same input (every quantization scheme tried on a student, for one). One
+trial, the study's objective, is edgegolf/search/trial.py.
 
 Files, beside OUT:  OUT.search.db  (the default SQLite storage: rerun to continue)
                     OUT.search/    trials/<n> (trial bundles), front.md, front.svg, front.html, vocab corpus
@@ -24,11 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from edgegolf.errors import EdgegolfError, RecipeError
-from edgegolf.export.onnx import atomic_output
+from edgegolf.publish import atomic_output
+from edgegolf.search.trial import TrialObjective, cpu_seconds
 
 log = logging.getLogger(__name__)
-
-MB = 1e6
 
 
 @dataclass
@@ -50,11 +50,6 @@ class SearchResult:
     wall_seconds: float = 0.0
 
 
-class _StudyFull(EdgegolfError):
-    """Raised in a trial asked for at the same moment as another worker's last one; it ends
-    as a failed trial (samplers ignore those) and runs nothing."""
-
-
 def parse_duration(text: str | float | int | None) -> float | None:
     """'90s', '30m', '2h', '1h30m' or plain seconds -> seconds."""
     if text is None or isinstance(text, (int, float)):
@@ -64,11 +59,6 @@ def parse_duration(text: str | float | int | None) -> float | None:
         raise RecipeError(f"search time {text!r} is not a duration; write e.g. 90s, 30m, 2h or 1h30m")
     hours, minutes, seconds = (float(g) if g else 0.0 for g in parts.groups())
     return hours * 3600 + minutes * 60 + seconds
-
-
-def _cpu_seconds() -> float:
-    t = os.times()
-    return t.user + t.system + t.children_user + t.children_system  # memory probes run in children
 
 
 def search(
@@ -122,7 +112,7 @@ def search(
     from edgegolf.search.teacher_cache import folder_beside as teacher_folder_beside
     from edgegolf.source import resolve_source
 
-    started, cpu_started = time.perf_counter(), _cpu_seconds()
+    started, cpu_started = time.perf_counter(), cpu_seconds()
     optuna.logging.set_verbosity(optuna.logging.WARNING)  # edgegolf logs each trial itself
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
         raise RecipeError(f"search trials = {trials!r} is not accepted; give an integer >= 1")
@@ -187,81 +177,9 @@ def search(
     # the teacher's outputs: computed by the first worker, read by the others and by reruns
     teacher_outputs = TeacherOutputs(teacher_folder_beside(storage_url, search_dir))
     _remove_dead_memos(search_dir)
-    mine: list[int] = []  # trials this process ran
-    full: list[int] = []  # trials this process found surplus
-
-    asked: list[int] = []  # every trial this process was given
-
-    def objective(trial: optuna.Trial):
-        asked.append(trial.number)
-        trial.set_user_attr("worker", {"host": studies.HOST, "pid": os.getpid()})
-        ahead = [t for t in study_.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.RUNNING))
-                 if t.number < trial.number]
-        if len(ahead) >= trials:  # another worker asked at the same moment: the study is full
-            trial.set_user_attr("surplus", True)
-            full.append(trial.number)
-            raise _StudyFull(f"trial {trial.number} is not needed: the study already has {trials} trials")
-        params = bound.suggest(trial)
-        twin = next((t for t in study_.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-                     if t.params == params and "measured" in t.user_attrs), None)
-        if twin is not None:  # the sampler proposed settings already measured: reuse, do not rerun
-            for key in ("measured", "checks", "bundle", "reused", "stages", "rejected_by_proxy", "proxy"):
-                if key in twin.user_attrs:
-                    trial.set_user_attr(key, twin.user_attrs[key])
-            for key, value in twin.constraints.items():
-                trial.set_constraint(key, value)
-            trial.set_user_attr("duplicate_of", twin.number)
-            trial.set_user_attr("seconds", 0.0)
-            return twin.values
-        from edgegolf.pipeline import compress
-
-        t, cpu = time.perf_counter(), _cpu_seconds()
-        hits = dict(memo.hits)
-        bundle = search_dir / "trials" / str(trial.number)
-
-        def run(overrides: dict[str, Any]):
-            result = compress(source, output=bundle, recipe=base_recipe, budget=budget_, overrides=overrides,
-                              force=True, trust_remote_code=trust_remote_code, cache=memo,
-                              teacher_outputs=teacher_outputs)
-            return result, _measured(result, latency_field, size_field)
-
-        overrides = bound.overrides(params)
-        proxy = None
-        if "distill" in overrides:
-            # the cheap proxy first: the refit-only student (pruned, not trained), measured as compress
-            # measures. Distillation moves accuracy only: a size, latency or memory limit this student
-            # breaks, the distilled one breaks too, so the distillation is not spent on it
-            result, measured = run({k: v for k, v in overrides.items() if k != "distill"})
-            proxy = {"measured": measured, "stages": _stages_run(result), "seconds": round(time.perf_counter() - t, 2)}
-            broken = [c for c in result.verdict.checks if not c.fits and c.field in UNCHANGED_BY_DISTILLATION]
-            if broken:
-                reason = "; ".join(c.describe() for c in broken)
-                trial.set_user_attr("rejected_by_proxy", reason)
-                log.info("trial %d [%s]: rejected by the undistilled proxy, not distilled: %s", trial.number,
-                         params, reason)
-            else:
-                trial.set_user_attr("proxy", proxy)
-                result, measured = run(overrides)
-        else:
-            result, measured = run(overrides)
-        checks = result.verdict.checks
-        trial.set_user_attr("measured", measured)
-        trial.set_user_attr("stages", _stages_run(result))  # what ran: a proxy-rejected trial has no distill
-        trial.set_user_attr("checks", [{"field": c.field, "label": c.label, "unit": c.unit, "measured": c.measured,
-                                        "limit": c.limit, "absolute": c.absolute, "reference": c.reference}
-                                       for c in checks])
-        for c in checks:  # the budget as Optuna constraints: relative excess, <= 0 fits
-            trial.set_constraint(c.field, (c.measured - c.limit) / c.limit if c.limit else c.measured - c.limit)
-        trial.set_user_attr("bundle", str(bundle.resolve()))
-        trial.set_user_attr("reused", {kind: memo.hits[kind] > hits[kind] for kind in hits})
-        trial.set_user_attr("seconds", round(time.perf_counter() - t, 2))
-        trial.set_user_attr("cpu_seconds", round(_cpu_seconds() - cpu, 2))
-        mine.append(trial.number)
-        log.info("trial %d [%s]: accuracy %.2f, %s %.2f ms, %.2f MB: %s", trial.number, params,
-                 measured["accuracy"], latency_field, measured["latency_ms"], measured["size_objective_mb"],
-                 result.verdict.summary())
-        return measured["accuracy"], measured["latency_ms"], measured["size_objective_mb"]
-
+    objective = TrialObjective(study_, trials, bound, memo, search_dir, source, base_recipe, budget_, teacher_outputs,
+                               latency_field, size_field, trust_remote_code)
+    asked, mine = objective.asked, objective.mine  # every trial this process was given; the ones it ran
     failures = 0
     try:
         while True:
@@ -286,7 +204,7 @@ def search(
                 if lost in mine:
                     mine.remove(lost)
                 log.warning("trial %s was also run by another worker, which recorded it first", lost)
-            if full:  # this worker's last ask came after the study filled up
+            if objective.surplus:  # this worker's last ask came after the study filled up
                 break
             failures = failures + 1 if studies.count(study_, TrialState.FAIL) > before else 0
             if failures >= 5:
@@ -319,36 +237,9 @@ def search(
     _write_reports(result, limits)
     _publish(result, bundle, force)
     _drop_unneeded_bundles(result, mine)
-    result.cpu_seconds = _cpu_seconds() - cpu_started
+    result.cpu_seconds = cpu_seconds() - cpu_started
     result.wall_seconds = time.perf_counter() - started
     return result
-
-
-# Budget limits distillation cannot move (it changes weights, not shapes): a proxy that breaks one rejects
-UNCHANGED_BY_DISTILLATION = ("size_mb", "zstd_mb", "p50_ms", "p95_ms", "p50_ratio", "p95_ratio", "memory_mb")
-
-
-def _measured(result, latency_field: str, size_field: str) -> dict[str, float]:
-    """A compress result's numbers as a trial stores them (the budget's field names, and more)."""
-    final, teacher = result.final, result.teacher
-    measured = {"accuracy": final.metrics["accuracy"], "teacher_accuracy": teacher.metrics["accuracy"],
-                "drop": teacher.metrics["accuracy"] - final.metrics["accuracy"],
-                "size_mb": final.size.raw_bytes / MB, "zstd_mb": final.size.zstd_bytes / MB,
-                "p50_ms": final.latency.p50_ms, "p95_ms": final.latency.p95_ms,
-                "memory_mb": final.peak_rss_bytes / MB,
-                **{k: v for k, v in final.metrics.items() if k != "accuracy"}}
-    for check in result.verdict.checks:
-        if check.reference is not None:  # p50<=0.1x: the ratio and the fp32 export's ms
-            measured[check.field] = check.measured
-            measured[check.field.replace("_ratio", "_fp32_ms")] = check.reference
-    measured["latency_ms"] = measured[latency_field]
-    measured["size_objective_mb"] = measured[size_field]
-    return measured
-
-
-def _stages_run(result) -> list[str]:
-    """The stages a compress run's provenance records (reused ones included)."""
-    return [record["stage"] for record in result.manifest.get("provenance", [])]
 
 
 def _reuse_summary(records: list, memo) -> dict[str, Any]:

@@ -6,12 +6,19 @@ trial is an ordinary compress run and its bundle's recipe.toml reruns it exactly
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
 from edgegolf.compression.prune.config import PruneConfig
-from edgegolf.compression.quantize import Int4WeightOnly, scheme_names, searched_scheme_names
+from edgegolf.compression.quantize import (
+    RECIPE_DEFAULT,
+    SCHEMES,
+    Int4WeightOnly,
+    default_int8,
+    scheme_names,
+    searched_scheme_names,
+)
 from edgegolf.errors import RecipeError
 from edgegolf.settings import rule_of
 
@@ -36,6 +43,32 @@ def _int4_block_sizes() -> tuple[int, ...]:
     return tuple(rule_of(Int4WeightOnly, "block_size").search or (Int4WeightOnly().block_size,))
 
 
+def _scheme_defaults(scheme: str) -> Any:
+    """The config a scheme name gives with nothing else set ("default": the tuned int8)."""
+    return default_int8() if scheme == RECIPE_DEFAULT else SCHEMES[scheme]()
+
+
+def embedding_rule(scheme: str):
+    """The `embeddings` field's Rule of a scheme whose table precision a search may choose (the
+    field declares `search` values, e.g. Int8Dynamic's); None for schemes without that choice."""
+    config = type(_scheme_defaults(scheme))
+    if "embeddings" not in {f.name for f in fields(config)}:
+        return None
+    rule = rule_of(config, "embeddings")
+    return rule if rule.search else None
+
+
+def default_embeddings(scheme: str) -> str | None:
+    """How a scheme stores embedding tables when the recipe does not say (None: no such field)."""
+    return getattr(_scheme_defaults(scheme), "embeddings", None)
+
+
+def _embedding_tables() -> tuple[str, ...]:
+    """The embedding table precisions the searched schemes declare as searchable, in order."""
+    declared = [v for s in _searched_schemes() if (rule := embedding_rule(s)) for v in rule.search or ()]
+    return tuple(dict.fromkeys(declared)) or ("per-row",)
+
+
 @dataclass(frozen=True)
 class SearchSpace:
     """The choices offered to the sampler. Fractions are kept shares, as in a prune spec."""
@@ -48,6 +81,10 @@ class SearchSpace:
     vocab: tuple[int, ...] = field(default_factory=_vocab_counts)
     schemes: tuple[str, ...] = field(default_factory=_searched_schemes)
     int4_block_sizes: tuple[int, ...] = field(default_factory=_int4_block_sizes)
+    # how embedding tables are stored, for the schemes whose `embeddings` field declares search
+    # values: "per-row" (8-bit rows) or "int4-block" (4-bit blocks in GatherBlockQuantized, about
+    # half the bytes): MiniLM's word table is 11.7 MB at 8 bits, most of a pruned int8 student
+    embeddings: tuple[str, ...] = field(default_factory=_embedding_tables)
     # [distill] settings (e.g. {"steps": 300}) offered as a choice for pruned students; None: never
     distill: dict[str, Any] | None = None
     # True: every pruned student asks for distillation (the proxy still rejects those that cannot fit)
@@ -63,6 +100,16 @@ class SearchSpace:
         if not self.int4_block_sizes or any(b not in sizes for b in self.int4_block_sizes):
             raise RecipeError(f"search int4_block_sizes = {self.int4_block_sizes!r} is not accepted; choose from: "
                               f"{', '.join(map(str, sizes))}")
+        offering = [s for s in self.schemes if embedding_rule(s)]
+        for scheme in offering:
+            allowed = embedding_rule(scheme).allowed()
+            if not self.embeddings or any(e not in allowed for e in self.embeddings):
+                raise RecipeError(f"search embeddings = {self.embeddings!r} is not accepted for scheme {scheme!r}; "
+                                  f"choose from: {', '.join(allowed)}")
+        if not offering and self.embeddings != _embedding_tables():
+            storing = ", ".join(s for s in scheme_names(with_default=True) if embedding_rule(s))
+            raise RecipeError(f"search embeddings = {self.embeddings!r} needs a scheme that stores embedding tables; "
+                              f"schemes that do: {storing}")
         if not self.vocab or not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in self.vocab):
             raise RecipeError(f"search vocab = {self.vocab!r} is not accepted; give minimum token counts >= 1, "
                               "0 for no vocabulary pruning")
@@ -100,6 +147,7 @@ class BoundSpace:
         return {"layers": [min(self.space.min_layers, self.shape.layers), self.shape.layers],
                 "heads": self.head_choices, "ffn": list(self.space.ffn), "vocab": self.vocab_options(),
                 "schemes": list(self.space.schemes), "int4_block_sizes": list(self.space.int4_block_sizes),
+                "embeddings": list(self.space.embeddings),
                 "distill": self.space.distill, **({"always_distill": True} if self.space.always_distill else {})}
 
     def vocab_options(self) -> list[int]:
@@ -107,15 +155,18 @@ class BoundSpace:
 
     def baseline(self) -> dict[str, Any]:
         """The unpruned model with the first scheme: what quantization alone gives."""
-        params = {"layers": self.shape.layers, "heads": 1.0 if 1.0 in self.head_choices else self.head_choices[0],
-                  "ffn": 1.0 if 1.0 in self.space.ffn else self.space.ffn[0], "vocab": 0,
-                  "quantize": self.space.schemes[0]}
+        params: dict[str, Any] = {
+            "layers": self.shape.layers, "heads": 1.0 if 1.0 in self.head_choices else self.head_choices[0],
+            "ffn": 1.0 if 1.0 in self.space.ffn else self.space.ffn[0], "vocab": 0, "quantize": self.space.schemes[0]}
         if params["quantize"] == "int4":
             params["int4_block_size"] = self.space.int4_block_sizes[0]
+        if embedding_rule(params["quantize"]):
+            params["embeddings"] = self.space.embeddings[0]
         return params
 
     def suggest(self, trial) -> dict[str, Any]:
-        """Ask the trial for one value of each setting (int4's block size only under int4)."""
+        """Ask the trial for one value of each setting (int4's block size only under int4, the
+        embedding tables' precision only under a scheme that offers it)."""
         trial.suggest_int("layers", min(self.space.min_layers, self.shape.layers), self.shape.layers)
         trial.suggest_categorical("heads", self.head_choices)
         trial.suggest_categorical("ffn", list(self.space.ffn))
@@ -127,6 +178,8 @@ class BoundSpace:
         scheme = trial.suggest_categorical("quantize", list(self.space.schemes))
         if scheme == "int4":
             trial.suggest_categorical("int4_block_size", list(self.space.int4_block_sizes))
+        if embedding_rule(scheme):
+            trial.suggest_categorical("embeddings", list(self.space.embeddings))
         return dict(trial.params)
 
     def overrides(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -145,6 +198,9 @@ class BoundSpace:
         quantize: dict[str, Any] = {"scheme": params["quantize"]}
         if params["quantize"] == "int4":
             quantize["block_size"] = int(params["int4_block_size"])
+        # the scheme's own default table is left unsaid: the recipe reads as it did before the choice
+        if params.get("embeddings", default_embeddings(params["quantize"])) != default_embeddings(params["quantize"]):
+            quantize["embeddings"] = params["embeddings"]
         overrides = {"prune": prune, "quantize": quantize}
         if params.get("distill") and prune and self.space.distill:
             overrides["distill"] = dict(self.space.distill)

@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from edgegolf.export.onnx import atomic_output
+from edgegolf.publish import atomic_output
 
 log = logging.getLogger(__name__)
 

@@ -15,7 +15,7 @@ import numpy as np
 from edgegolf.compression.quantize.graph import graph_summary, resolve_exclude
 from edgegolf.compression.quantize.registry import _REGISTRY, QuantConfig, config_to_dict, scheme_name
 from edgegolf.errors import RecipeError
-from edgegolf.export.onnx import atomic_output
+from edgegolf.publish import atomic_output
 
 log = logging.getLogger(__name__)
 

@@ -17,6 +17,7 @@ EMBEDDING_MODES = ("per-row", "per-tensor", "float")
 # Blockwise 4- or 8-bit tables in GatherBlockQuantized; a tied LM head then reads the same
 # initializer through MatMulNBits (edgegolf/compression/block_tables.py).
 BLOCK_EMBEDDING_MODES = ("int4-block", "int8-block")
+SEARCHED_EMBEDDINGS = ("per-row", "int4-block")  # what `edgegolf search` offers: 8-bit rows or 4-bit blocks
 INT4_ALGORITHMS = ("rtn", "hqq", "gptq")
 MIXED_UNITS = ("block", "matmul")  # what changes bits together: a transformer block's MatMuls, or one MatMul
 CALIBRATION_METHODS = ("minmax", "percentile", "entropy")
@@ -74,7 +75,8 @@ class Int8Dynamic:
     per_channel: bool = setting(True, kind="bool")
     reduce_range: bool | str = _reduce_range()
     exclude: tuple[str, ...] = _exclude()
-    embeddings: str = setting("per-row", kind="str", choices=EMBEDDING_MODES + BLOCK_EMBEDDING_MODES)
+    embeddings: str = setting("per-row", kind="str", choices=EMBEDDING_MODES + BLOCK_EMBEDDING_MODES,
+                              search=SEARCHED_EMBEDDINGS)
     # MatMuls given blockwise int8 weights (MatMulNBits, 8 bits) whose activations are
     # quantized per token and block instead of per tensor: "down-proj" (weights with more
     # rows than columns: a transformer's FFN output, fed by the GELU's long-tailed output),
@@ -129,7 +131,8 @@ class Int4WeightOnly:
     exclude: tuple[str, ...] = _exclude()
     # int8 rows: the word table is the largest tensor of a small encoder; "int4-block" /
     # "int8-block": blockwise rows in GatherBlockQuantized, shared by a tied LM head.
-    embeddings: str = setting("per-row", kind="str", choices=("per-row", "float") + BLOCK_EMBEDDING_MODES)
+    embeddings: str = setting("per-row", kind="str", choices=("per-row", "float") + BLOCK_EMBEDDING_MODES,
+                              search=SEARCHED_EMBEDDINGS)
     # how the MatMul weights are rounded: "rtn" round to nearest, "hqq" half-quadratic
     # (no data; asymmetric, float zero points), "gptq" (calibrated on the calibration feeds);
     # onnxruntime's implementations (matmul_nbits_quantizer).
