@@ -35,6 +35,13 @@ class ExportError(EdgegolfError):
     """Export to ONNX failed, or the exported graph disagrees with PyTorch."""
 
 
+class DoesNotFitError(EdgegolfError):
+    """Nothing edgegolf could make fits the budget, so no bundle was written (a size limit that
+    no quantization scheme meets when none was asked for: compression/quantize/choose.py)."""
+
+    exit_code = EXIT_DOES_NOT_FIT
+
+
 class OutputExistsError(EdgegolfError):
     """The output folder exists and --force was not given."""
 
