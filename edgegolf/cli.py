@@ -332,7 +332,7 @@ def _print_result(result) -> None:
         if stage.latency.spread_warning:
             console.print(f"[yellow]warning[/yellow] {stage.name}: {stage.latency.spread_warning}")
     if result.scheme_choice:  # no scheme asked for: the budget's size limit chose one
-        console.print(f"quantization: {result.scheme_choice['summary']}", markup=False)
+        console.print(f"quantization: {result.scheme_choice['summary']}", markup=False, soft_wrap=True)
     style = "green" if result.verdict.fits else "red"
     console.print(f"[bold {style}]{result.verdict.summary()}[/bold {style}]")
     console.print(f"bundle written to {result.output}/ (manifest.json, report.md)")

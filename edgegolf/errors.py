@@ -36,8 +36,8 @@ class ExportError(EdgegolfError):
 
 
 class DoesNotFitError(EdgegolfError):
-    """Nothing edgegolf could make fits the budget, so no bundle was written (a size limit that
-    no quantization scheme meets when none was asked for: compression/quantize/choose.py)."""
+    """Nothing could be made for the budget, so no bundle was written (a size limit left to choose
+    the quantization scheme, and no candidate scheme could quantize the graph: quantize/choose.py)."""
 
     exit_code = EXIT_DOES_NOT_FIT
 

@@ -16,6 +16,7 @@ from edgegolf.compression.quantize.choose import SchemeChoice, graph_facts, leas
 from edgegolf.errors import EXIT_DOES_NOT_FIT
 from edgegolf.pipeline.compress import scheme_asked
 from edgegolf.recipe import Recipe, load_recipe_file
+from edgegolf.runtime import load
 from tests.builders.causal_lm import bbc_text_file, save_tiny_tied_lm
 from tests.builders.cli import run_cli
 from tests.builders.recipes import QUICK
@@ -72,7 +73,7 @@ def test_a_limit_the_int8_default_misses_gets_mixed_int4_that_fits(default_run, 
     beside = (out / "tokenizer.json").stat().st_size / 1e6
     assert choice["settings"]["mixed_size_mb"] == pytest.approx(limit - beside)  # the graph's share of the limit
     record = quantize_record(json.loads((out / "manifest.json").read_text()))
-    assert record["measured"]["scheme_choice"] == choice
+    assert record["measured"]["scheme_choice"] == choice and record["settings"] == choice["settings"]
     assert record["measured"]["mixed_precision"]["size_limit_mb"] == choice["settings"]["mixed_size_mb"]
     assert "MatMulNBits" in record["measured"]["quantized_ops"]
     assert result.final.description == "int4 quantized" and choice["summary"] in result.final.notes
@@ -85,18 +86,25 @@ def test_a_limit_the_int8_default_misses_gets_mixed_int4_that_fits(default_run, 
     assert budget == {"size_mb": limit}
 
 
-def test_a_limit_nothing_meets_exits_3_naming_the_limit_and_writes_nothing(default_run, llama, tmp_path, capsys):
+def test_a_limit_nothing_meets_keeps_the_smallest_and_exits_3_naming_the_limit(default_run, llama, tmp_path,
+                                                                             capsys):
     model, text = llama
     limit = round(int8_mb(default_run) * 0.25, 4)  # below even 4 bits everywhere
     out = tmp_path / "out"
-    code, stdout, stderr = run_cli(["compress", model, "--task", "causal-lm", "--data", text, "-o", out,
-                                    "--budget", f"size<={limit}MB", "--optimize", "off", "--eval-limit", "2000"], capsys)
+    code, stdout, stderr = run_cli(["compress", model, "--task", "causal-lm", "--data", text, "-o", out, "--budget",
+                                    f"size<={limit}MB", "--optimize", "off", "--eval-limit", "2000"], capsys)
     assert code == EXIT_DOES_NOT_FIT, stderr
-    line = stderr.strip().splitlines()[-1]
-    assert "DOES NOT FIT" in line and f"exceeds {limit:g} MB by" in line and "int4 all 4-bit" in line
+    assert "DOES NOT FIT: size" in stdout and f"exceeds {limit:g} MB by" in stdout  # the verdict's words
+    line = next(li for li in stdout.splitlines() if li.startswith("quantization: "))
+    assert f"size<={limit:g}MB: no scheme fits, kept the smallest, int4 all 4-bit" in line
     assert "int8 default: at least" in line  # predicted from the graph, not built
     assert "int4 mixed 4/8-bit: 4 bits everywhere take" in line
-    assert not out.exists()
+    manifest = json.loads((out / "manifest.json").read_text())  # a whole bundle, as for any missed budget
+    choice = quantize_record(manifest)["measured"]["scheme_choice"]
+    assert choice["fits"] is False and choice["chosen"] == "int4 all 4-bit"
+    assert quantize_record(manifest)["settings"] == choice["settings"]
+    assert not manifest["verdict"]["fits"] and manifest["verdict"]["binding"] == "size_mb"
+    load(out, threads=1)  # every file matches its manifest hash
 
 
 def test_an_explicit_scheme_is_never_replaced(default_run, llama, tmp_path, capsys):
@@ -145,3 +153,4 @@ def test_an_encoder_gets_a_4_bit_word_table_when_int8_misses(exported, texts, tm
     assert choice["chosen"] == "int8 default, 4-bit word table" and report.settings["embeddings"] == "int4-block"
     assert report.path.stat().st_size <= limit * 1e6 < int8
     assert "GatherBlockQuantized" in report.quantized_ops
+    assert not list(tmp_path.glob("*candidate*"))  # the rejected candidates' files are gone

@@ -22,16 +22,17 @@ A candidate's size is predicted before it is built where that is cheap and safe:
 scheme stores at least one byte per weight, so a graph whose 2-D float tensors hold more
 weights than the limit has bytes is rejected unbuilt. The mixed plan sizes itself to the limit
 (and stops before measuring when even its all-4-bit graph is over). The rest are built and
-their files read. No candidate fits: DoesNotFitError (exit 3) names the limit and by how much
-the smallest candidate misses it, as the verdict would.
+their files read. No candidate fits: the smallest one built is kept, and the verdict names the
+limit and by how much it misses (exit 3, a whole bundle, as for any missed budget).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -51,11 +52,16 @@ class SchemeChoice:
     """Stands in for the quantize config: "the first of our schemes whose bundle fits `size_mb`"."""
 
     size_mb: float  # the budget's size limit: the graph and the files beside it, MB = 1e6 bytes
+    # filled once chosen: {"settings": the chosen config as plain data}
+    outcome: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
     # candidates differ (dynamic int8 is not batch-independent): evaluate one text at a time
     batch_independent: ClassVar[bool] = False
 
     def to_dict(self) -> dict[str, Any]:
-        """What provenance records as the stage's settings (the chosen config goes to `measured`)."""
+        """What provenance records as the stage's settings: once chosen, the settings that ran
+        (a reader sees a plain scheme; `measured.scheme_choice` says how it was chosen)."""
+        if "settings" in self.outcome:
+            return dict(self.outcome["settings"])
         return {"choose": "the first scheme that fits the size limit", "size_mb": self.size_mb}
 
 
@@ -102,8 +108,9 @@ def graph_facts(path: Path) -> tuple[bool, int]:
 def choose_and_quantize(in_path: Path, out_path: Path, choice: SchemeChoice, *,
                         calibration_feeds: list[dict[str, np.ndarray]] | None,
                         beside: Sequence[Path] = ()):
-    """Quantize `in_path` into `out_path` with the first candidate that fits; its QuantReport
-    carries the choice in details["scheme_choice"]."""
+    """Quantize `in_path` into `out_path` with the first candidate that fits, or, when none does,
+    the smallest one built (the verdict then says by how much it misses). Its QuantReport carries
+    the choice in details["scheme_choice"]; `choice.to_dict()` gives the chosen settings after."""
     from edgegolf.compression.quantize.api import quantize
     from edgegolf.compression.quantize.configs import seven_bit_weights
 
@@ -111,21 +118,20 @@ def choose_and_quantize(in_path: Path, out_path: Path, choice: SchemeChoice, *,
     beside_bytes = sum(Path(p).stat().st_size for p in beside)
     decoder, weights = graph_facts(in_path)
     record: dict[str, Any] = {"size_limit_mb": choice.size_mb, "beside_mb": round(beside_bytes / MB, 3), "tried": []}
-    if limit - beside_bytes < 1000:  # Int4WeightOnly.mixed_size_mb's minimum, and no graph is this small
-        raise DoesNotFitError(f"DOES NOT FIT: {_over(beside_bytes, choice.size_mb)} with no graph at all: the files "
-                              f"beside it ({', '.join(Path(p).name for p in beside)}) take that much")
-    smallest: tuple[int, str] | None = None
-    for candidate in candidates(decoder, (limit - beside_bytes) / MB):
+    graph_limit_mb = max((limit - beside_bytes) / MB, 0.001)  # Int4WeightOnly.mixed_size_mb's least
+    smallest: tuple[int, Candidate, Any] | None = None  # (bytes, candidate, its report): built, missing the limit
+    chosen = None
+    for index, candidate in enumerate(candidates(decoder, graph_limit_mb)):
         tried: dict[str, Any] = {"candidate": candidate.name, "settings": config_to_dict(candidate.config)}
         record["tried"].append(tried)
         floor = least_bytes(candidate.config, weights)
         if floor is not None and floor + beside_bytes > limit:
             tried.update(fits=False, predicted_min_mb=round((floor + beside_bytes) / MB, 3),
                          why=f"at least {_mb(floor + beside_bytes)} MB (one byte per weight), not built")
-            smallest = min(smallest or (floor + beside_bytes, candidate.name), (floor + beside_bytes, candidate.name))
             continue
-        try:
-            report = quantize(in_path, out_path, candidate.config, calibration_feeds=calibration_feeds)
+        try:  # each beside the output: the smallest is kept if none fits
+            report = quantize(in_path, out_path.with_name(f"{out_path.stem}.candidate{index}{out_path.suffix}"),
+                              candidate.config, calibration_feeds=calibration_feeds)
         except EdgegolfError as exc:  # the mixed plan's limit below its all-4-bit graph, say
             floor_mb = re.search(r"all-4-bit graph's ([0-9.]+) MB", str(exc))
             left = _mb(limit - beside_bytes)
@@ -134,33 +140,43 @@ def choose_and_quantize(in_path: Path, out_path: Path, choice: SchemeChoice, *,
             continue
         size = report.path.stat().st_size + beside_bytes
         tried.update(size_mb=round(size / MB, 3), fits=size <= limit)
-        if size > limit:
-            tried["why"] = f"{_mb(size)} MB built"
-            smallest = min(smallest or (size, candidate.name), (size, candidate.name))
-            continue
-        rejected = "; ".join(f"{t['candidate']}: {t['why']}" for t in record["tried"][:-1])
-        record.update(chosen=candidate.name, scheme=report.scheme, settings=report.settings,
-                      summary=f"size<={choice.size_mb:g}MB chose {candidate.name} ({_mb(size)} MB)" +
-                      (f"; rejected {rejected}" if rejected else ": the first candidate fits"))
-        log.info("quantization: %s", record["summary"])
-        report.details = {**report.details, "scheme_choice": record}
-        if hasattr(candidate.config, "reduce_range"):  # what "auto" chose on this machine's CPU
-            report.details["seven_bit_weights"] = seven_bit_weights(candidate.config.reduce_range)
-        return report
-    tried_text = "; ".join(f"{t['candidate']}: {t['why']}" for t in record["tried"])
-    if smallest is None:
+        if size <= limit:
+            chosen = (size, candidate, report)
+            break
+        tried["why"] = f"{_mb(size)} MB built"
+        if smallest is None or size < smallest[0]:
+            smallest, dropped = (size, candidate, report), smallest
+        else:
+            dropped = (size, candidate, report)
+        if dropped is not None:
+            dropped[2].path.unlink(missing_ok=True)
+    if chosen is None and smallest is None:
+        tried_text = "; ".join(f"{t['candidate']}: {t['why']}" for t in record["tried"])
         raise DoesNotFitError(f"DOES NOT FIT: no quantization scheme could be made for size<={choice.size_mb:g}MB; "
                               f"tried {tried_text}")
-    raise DoesNotFitError(f"DOES NOT FIT: no quantization scheme fits; the smallest, {smallest[1]}: "
-                          f"{_over(smallest[0], choice.size_mb)} (tried {tried_text})")
+    if chosen is not None and smallest is not None:
+        smallest[2].path.unlink(missing_ok=True)
+    picked = chosen if chosen is not None else smallest
+    assert picked is not None
+    size, candidate, report = picked
+    os.replace(report.path, out_path)
+    report.path = out_path
+    rejected = "; ".join(f"{t['candidate']}: {t['why']}" for t in record["tried"] if not t["fits"])
+    if chosen is not None:
+        summary = f"size<={choice.size_mb:g}MB chose {candidate.name} ({_mb(size)} MB)" + (
+            f"; rejected {rejected}" if rejected else ": the first candidate fits")
+    else:
+        summary = (f"size<={choice.size_mb:g}MB: no scheme fits, kept the smallest, {candidate.name} "
+                   f"({_mb(size)} MB); tried {rejected}")
+    record.update(chosen=candidate.name, fits=chosen is not None, scheme=report.scheme, settings=report.settings,
+                  summary=summary)
+    log.info("quantization: %s", summary)
+    choice.outcome.update(settings=report.settings)  # provenance records what ran (SchemeChoice.to_dict)
+    report.details = {**report.details, "scheme_choice": record}
+    if hasattr(candidate.config, "reduce_range"):  # what "auto" chose on this machine's CPU
+        report.details["seven_bit_weights"] = seven_bit_weights(candidate.config.reduce_range)
+    return report
 
 
 def _mb(size_bytes: int) -> str:
     return f"{size_bytes / MB:.2f}" if size_bytes >= MB else f"{size_bytes / MB:.3f}"
-
-
-def _over(size_bytes: int, limit_mb: float) -> str:
-    """The verdict's words for a missed size limit, e.g. "size 95.20 MB exceeds 90 MB by 5.20 MB, 6% over"."""
-    from edgegolf.verdict import LimitCheck
-
-    return LimitCheck("size_mb", "size", "MB", size_bytes / MB, float(limit_mb)).describe()
