@@ -93,7 +93,8 @@ def compress(
              "edgegolf distill --help lists them), 'steps=600,data=train-split' "
              "(data: train-split, bbc-news, or a .txt/.jsonl/.csv/.parquet file or datasets folder).")] = None,
     quantize: Annotated[Optional[str], typer.Option(
-        help=f"{_SCHEMES} (default: edgegolf's tuned int8).")] = None,
+        help=f"{_SCHEMES} (default: edgegolf's tuned int8; with a size limit in --budget, the first of "
+             "ours that fits it: README 'Causal language models').")] = None,
     calibration: Annotated[Optional[str], typer.Option(
         help=f"int8-static calibration: {_choices(Int8Static, 'method')}.")] = None,
     block_size: Annotated[Optional[int], typer.Option(
@@ -330,6 +331,8 @@ def _print_result(result) -> None:
     for stage in result.stages:
         if stage.latency.spread_warning:
             console.print(f"[yellow]warning[/yellow] {stage.name}: {stage.latency.spread_warning}")
+    if result.scheme_choice:  # no scheme asked for: the budget's size limit chose one
+        console.print(f"quantization: {result.scheme_choice['summary']}", markup=False, soft_wrap=True)
     style = "green" if result.verdict.fits else "red"
     console.print(f"[bold {style}]{result.verdict.summary()}[/bold {style}]")
     console.print(f"bundle written to {result.output}/ (manifest.json, report.md)")

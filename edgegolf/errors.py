@@ -35,6 +35,13 @@ class ExportError(EdgegolfError):
     """Export to ONNX failed, or the exported graph disagrees with PyTorch."""
 
 
+class DoesNotFitError(EdgegolfError):
+    """Nothing could be made for the budget, so no bundle was written (a size limit left to choose
+    the quantization scheme, and no candidate scheme could quantize the graph: quantize/choose.py)."""
+
+    exit_code = EXIT_DOES_NOT_FIT
+
+
 class OutputExistsError(EdgegolfError):
     """The output folder exists and --force was not given."""
 

@@ -168,7 +168,10 @@ class Recipe:
             raise RecipeError(f"recipe.prune = {self.prune!r} is not accepted; give PruneConfig(...) or None")
         if self.distill is not None and not isinstance(self.distill, DistillConfig):
             raise RecipeError(f"recipe.distill = {self.distill!r} is not accepted; give DistillConfig(...) or None")
-        scheme_name(self.quantize)  # a registered scheme's config, or the one-line error
+        from edgegolf.compression.quantize.choose import SchemeChoice
+
+        if not isinstance(self.quantize, SchemeChoice):  # compress() asks a size limit to choose (choose.py)
+            scheme_name(self.quantize)  # a registered scheme's config, or the one-line error
 
     @classmethod
     def from_dict(cls, data: Any) -> Recipe:

@@ -53,6 +53,12 @@ class CompressResult:
     def teacher(self) -> StageResult:
         return self.stages[0]
 
+    @property
+    def scheme_choice(self) -> dict[str, Any] | None:
+        """What the size limit chose when no scheme was asked for (quantize/choose.py), else None."""
+        record = next((r for r in self.manifest.get("provenance", ()) if r["stage"] == "quantize"), None)
+        return record["measured"].get("scheme_choice") if record else None
+
 
 def build_recipe(recipe: Recipe | dict | str | Path | None = None, *, overrides: dict[str, Any] | None = None,
                  budget: Budget | dict | str | None = None) -> tuple[Recipe, Budget]:
@@ -82,6 +88,21 @@ def build_recipe(recipe: Recipe | dict | str | Path | None = None, *, overrides:
     else:
         parsed_budget = Budget.from_dict(budget_table)
     return parsed_recipe, parsed_budget
+
+
+def scheme_asked(recipe: Recipe | dict | str | Path | None, overrides: dict[str, Any] | None) -> bool:
+    """Whether the caller chose the quantization: any quantize override (--quantize, --block-size,
+    --exclude, --calibration), a non-empty [quantize] table, or a Recipe whose quantize is not the
+    default int8. Only an unchosen default gives way to a size limit (compression/quantize/choose.py)."""
+    from edgegolf.compression.quantize import default_int8
+
+    if any(v is not None and (k == "quantize" or k.startswith("quantize.")) for k, v in (overrides or {}).items()):
+        return True
+    if isinstance(recipe, Recipe):
+        return recipe.quantize != default_int8()
+    if isinstance(recipe, dict):
+        return bool(recipe.get("quantize"))
+    return recipe is not None and bool(load_recipe_file(recipe)[0].get("quantize"))
 
 
 def compress(
@@ -115,6 +136,11 @@ def compress(
     if task is not None:
         overrides = {**(overrides or {}), "task": task}
     recipe_, budget_ = build_recipe(recipe, overrides=overrides, budget=budget)
+    run_recipe = recipe_  # what the stages run: with a size limit and no scheme asked for, a choice
+    if budget_.size_mb is not None and not scheme_asked(recipe, overrides):
+        from edgegolf.compression.quantize.choose import SchemeChoice
+
+        run_recipe = replace(recipe_, quantize=SchemeChoice(size_mb=budget_.size_mb))
     output = Path(output)
     check_output(output, force)  # before any work, so a mistake costs nothing
     profile = get_profile(recipe_.bench.device)
@@ -167,7 +193,8 @@ def compress(
                             teacher_outputs=teacher_outputs)
         if budget_.relative_fields() and recipe_.prune and cache is None:
             cache = StageCache(writer.work / "stage-cache")  # one teacher for the chain and its unpruned export
-        outcome = run_stages(STAGES, recipe_, ctx, measurer, cache)
+        outcome = run_stages(STAGES, run_recipe, ctx, measurer, cache)
+        recipe_ = _with_chosen_scheme(recipe_, outcome)  # recipe.toml reruns the scheme the limit chose
         stages = outcome.results + run_references(recipe_.evaluate.compare, outcome.artifact, outcome.results,
                                                   replace(ctx, teacher=outcome.teacher), measurer)
         fp32 = _unpruned_fp32(recipe_, ctx, measurer, cache, outcome.results) if budget_.relative_fields() else None
@@ -192,6 +219,14 @@ def compress(
         write_layouts(writer.staging, manifest, recipe_.export.layout)  # before the manifest: its hashes cover them
         result.manifest = writer.commit(manifest)
     return result
+
+
+def _with_chosen_scheme(recipe: Recipe, outcome) -> Recipe:
+    from edgegolf.recipe import quant_config
+
+    record = next((r for r in outcome.provenance if r["stage"] == "quantize"), None)
+    choice = record["measured"].get("scheme_choice") if record else None
+    return replace(recipe, quantize=quant_config(choice["settings"])) if choice else recipe
 
 
 def _unpruned_fp32(recipe: Recipe, ctx: Context, measurer: Measurer, cache: StageCache | None,

@@ -320,7 +320,8 @@ def quantize(artifact: Artifact, config, ctx: Context) -> tuple[Artifact, dict[s
     encoder = make_tokenizer(artifact.tokenizer_json, artifact.spec)
     calibration = [ctx.adapter.graph_feeds(encoder.encode([text]), artifact.model.config)
                    for text in ctx.split.train.texts[: ctx.calibration_size]]
-    report = quantize_graph(artifact.graph, ctx.work / "model-quantized.onnx", config, calibration_feeds=calibration)
+    report = quantize_graph(artifact.graph, ctx.work / "model-quantized.onnx", config, calibration_feeds=calibration,
+                            beside=[artifact.tokenizer_json])  # what a size limit counts beside the graph
     measured = {"quantized_ops": report.quantized_ops, "float_nodes": report.float_nodes, "excluded": report.excluded,
                 **report.details}  # what the scheme chose: int4's mixed-precision plan (bits per layer)
     if hasattr(config, "reduce_range"):  # what "auto" chose on this machine's CPU
@@ -332,10 +333,14 @@ def _describe_quantized(made: Made) -> tuple[Artifact, dict[str, Any]]:
     if made.result is not None:
         fp32 = next(r for r in made.earlier if r.name == "onnx-fp32")
         measured = made.measured
-        made.result.description = f"{_quant_settings(made.config, made.artifact)['scheme']} quantized"
+        choice = measured.get("scheme_choice")  # no scheme asked for: the size limit chose (quantize/choose.py)
+        scheme = choice["scheme"] if choice else _quant_settings(made.config, made.artifact)["scheme"]
+        made.result.description = f"{scheme} quantized"
         ops = ", ".join(f"{op} x{n}" for op, n in sorted(measured["quantized_ops"].items()))
         made.result.notes.append(f"{ops}; {len(measured['float_nodes'])} compute nodes stayed float; "
                                  f"p50 {made.result.latency.p50_ms / fp32.latency.p50_ms:.2f}x the fp32 export")
+        if choice:
+            made.result.notes.append(choice["summary"])
     return made.artifact, {}
 
 

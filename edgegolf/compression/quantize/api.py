@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,11 +65,17 @@ def application_logging_kept() -> Iterator[None]:
 
 
 def quantize(in_path: str | Path, out_path: str | Path, config: QuantConfig, *,
-             calibration_feeds: list[dict[str, np.ndarray]] | None = None) -> QuantReport:
-    """Quantize the graph at `in_path` into `out_path` as `config` says."""
+             calibration_feeds: list[dict[str, np.ndarray]] | None = None,
+             beside: Sequence[Path] = ()) -> QuantReport:
+    """Quantize the graph at `in_path` into `out_path` as `config` says. `beside`: the files the
+    runtime needs next to the graph (the tokenizer), which a size limit counts (choose.SchemeChoice)."""
     import onnx
 
+    from edgegolf.compression.quantize.choose import SchemeChoice, choose_and_quantize
+
     in_path, out_path = Path(in_path), Path(out_path)
+    if isinstance(config, SchemeChoice):  # no scheme asked for: the size limit picks one of ours
+        return choose_and_quantize(in_path, out_path, config, calibration_feeds=calibration_feeds, beside=beside)
     scheme = scheme_name(config)
     model = onnx.load(str(in_path))
     excluded = resolve_exclude(model, getattr(config, "exclude", ()))

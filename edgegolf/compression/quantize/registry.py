@@ -75,6 +75,8 @@ def config_from_dict(d: dict[str, Any]) -> QuantConfig:
 
 def config_to_dict(config: QuantConfig) -> dict[str, Any]:
     """The config as plain data, the inverse of config_from_dict (recorded in provenance)."""
+    if type(config) not in SCHEMES.values() and hasattr(config, "to_dict"):
+        return config.to_dict()  # a stand-in that names no scheme: choose.SchemeChoice
     out: dict[str, Any] = {"scheme": scheme_name(config)}
     for key, value in asdict(config).items():
         out[key] = list(value) if isinstance(value, tuple) else value
