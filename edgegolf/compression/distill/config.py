@@ -62,6 +62,7 @@ _RULES = {
     "refit": Rule(kind="bool"),
     "refit_texts": _count(1, "the texts the refit solves on"),
     "log_every": _count(1, "steps between progress lines", optional=True),
+    "threads": _count(0, "the torch threads of CPU training (0: half the cores)"),
 }
 
 
@@ -118,6 +119,11 @@ class DistillConfig:
     refit: bool = True  # least-squares repair of the pruned layers' output projections before training (refit.py)
     refit_texts: int = 512  # train texts the refit solves on
     log_every: int | None = None  # progress line every N steps; None: about 20 lines per run
+    # torch threads while training on the CPU; 0: half the cores (edgegolf.measure.evaluate.work_threads,
+    # 1 on 2 cores). CPU time counts every thread, and a second one that spins costs it: on a 2-core
+    # AVX2 EPYC beside other work, a step of MiniLM cut to layers=3,heads=0.5,ffn=0.5 (16 x 128
+    # tokens, fp32) cost 0.66 s CPU on 1 thread and 3.1 s on 2 (AdamW alone 0.02 s against 1.2 s)
+    threads: int = 0
 
     def __post_init__(self) -> None:
         check_instance(self, "distill")

@@ -177,7 +177,7 @@ class TrainingLoop:
         meta, rng, best = load_checkpoint(path, self.student, self.optimizer, self.device)
         state = meta["state"]
         mine = self.config.to_dict()
-        differ = [k for k in mine if k not in ("checkpoint_every", "log_every") and state["config"].get(k) != mine[k]]
+        differ = [k for k in mine if k not in ("checkpoint_every", "log_every", "threads") and state["config"].get(k) != mine[k]]
         if differ:
             raise RecipeError(f"checkpoint {str(path)!r} was written with distill.{differ[0]} = "
                               f"{state['config'].get(differ[0])!r}, not {mine[differ[0]]!r}; resume with the same "

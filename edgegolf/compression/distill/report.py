@@ -21,6 +21,7 @@ class DistillReport:
     device: str
     precision: str
     layer_map: list[int] | None
+    threads: int | None = None  # torch threads of CPU training (None: trained on a GPU)
     processes: int = 1  # data-parallel processes; a step sees batch_size x grad_accum x processes texts
     steps_run: int = 0  # optimizer steps done, counting those before a resume
     seconds: float = 0.0  # wall time of this call
