@@ -203,7 +203,8 @@ def step_cost(precisions: list[str], threads: int, prune: str) -> int:
     print(f"{prune}: {threads} thread(s), load average {os.getloadavg()[0]:.2f}", flush=True)
     for precision in precisions:
         config = distill_config_from_dict({"steps": 8, "refit": False, "eval_every": 0, "precision": precision,
-                                           "teacher_cache": False, "layer_map": list(report.kept_layers)})
+                                           "teacher_cache": False, "layer_map": list(report.kept_layers),
+                                           "threads": threads})
         run = distill(teacher, copy.deepcopy(student), tokenizer, "feature-extraction", config, texts=texts)
         print(f"{precision} ({run.precision}): {run.cpu_seconds / run.steps_run:.2f} s CPU/step, "
               f"{run.seconds / run.steps_run:.2f} s wall/step", flush=True)
@@ -288,11 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         "layer_map": list(prune_report.kept_layers),  # student layer i was the teacher's layer kept_layers[i]
         "eval_every": args.eval_every, "seed": 0, "refit": args.refit, "refit_texts": args.refit_texts, "dropout": args.dropout, "freeze_embeddings": args.freeze_embeddings,
         "windows": args.windows, "window_stride": args.window_stride, "precision": args.precision,
+        "threads": args.threads,
     })
     data = transfer_data(config, split)  # the train split, less the 36 articles that repeat a test article
-    torch.set_num_threads(args.threads)
-    report = distill(teacher, student, tokenizer, "feature-extraction", config, data=data)
-    torch.set_num_threads(1)
+    report = distill(teacher, student, tokenizer, "feature-extraction", config, data=data)  # on args.threads
     print(f"distilled {report.steps_run} steps x {config.batch_size} texts in {report.seconds:.0f} s wall, "
           f"{report.cpu_seconds:.0f} s CPU, {report.tokens_per_s:.0f} tok/s; loss {report.loss_first:.4f} -> "
           f"{report.loss_last:.4f}; eval cosine loss "

@@ -248,6 +248,10 @@ def test_cached_teacher_targets_train_the_same_as_rerunning_the_teacher(tokenize
                                teacher_cache=cache, dropout=False)
         report = distill(teacher, student, tokenizer, "feature-extraction", config, texts=texts)
         results.append((student.state_dict(), report.loss_history))
+        # 9 steps of 5 = 3 epochs of the 15 texts: with the cache the teacher sees each text once
+        assert report.teacher_targets == (15 if cache else 45)
+        assert {"teacher", "student forward and loss", "backward", "optimizer"} <= set(report.cpu_seconds_by_part)
+        assert sum(report.cpu_seconds_by_part.values()) <= report.cpu_seconds + 0.05  # parts, not more than the whole
     (cached, cached_losses), (rerun, rerun_losses) = results
     assert [l for _, l in cached_losses] == pytest.approx([l for _, l in rerun_losses], rel=1e-4)
     for name, value in rerun.items():
