@@ -206,8 +206,9 @@ def step_cost(precisions: list[str], threads: int, prune: str) -> int:
                                            "teacher_cache": False, "layer_map": list(report.kept_layers),
                                            "threads": threads})
         run = distill(teacher, copy.deepcopy(student), tokenizer, "feature-extraction", config, texts=texts)
+        parts = ", ".join(f"{part} {seconds / run.steps_run:.3f}" for part, seconds in run.cpu_seconds_by_part.items())
         print(f"{precision} ({run.precision}): {run.cpu_seconds / run.steps_run:.2f} s CPU/step, "
-              f"{run.seconds / run.steps_run:.2f} s wall/step", flush=True)
+              f"{run.seconds / run.steps_run:.2f} s wall/step; by part (s CPU/step): {parts}", flush=True)
     return 0
 
 
