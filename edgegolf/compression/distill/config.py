@@ -79,7 +79,9 @@ class DistillConfig:
     stopping (None: never stop early). `checkpoint_every` 0 writes no checkpoints.
 
     The defaults are the best settings measured (benchmarks/distill_minilm.py: MiniLM cut to
-    3 layers, half its heads and FFN, reaches fidelity 0.90 in 1700 steps, 14 CPU minutes):
+    3 layers, half its heads and FFN, reaches fidelity 0.90 in 1700 steps, 14 CPU minutes on a
+    CPU with AVX512-BF16; on an AVX2-only CPU its fp32 steps would take about 23 CPU minutes
+    (estimated from a step's parts), and batch 8 there, 16 minutes, reached fidelity 0.874: see the README):
     lr 1e-3 on a cosine schedule after 6 % warmup, the hidden-state loss (hidden_weight 1: where
     the student's width or tokenizer differs from the teacher's it falls to 0, logged), frozen
     embeddings, 4 windows of each long text, no dropout, a least-squares refit on 512 texts
