@@ -181,7 +181,8 @@ def _distill_defaults() -> str:
             f"warmup={d.warmup:g}, batch_size={d.batch_size}, hidden_weight={d.hidden_weight:g}, refit={str(d.refit).lower()}, "
             f"refit_texts={d.refit_texts}, precision={d.precision} (bf16 on GPUs and on CPUs with AVX512-BF16 or AMX, else fp32 on CPU), "
             f"freeze_embeddings={str(d.freeze_embeddings).lower()}, windows={d.windows}, "
-            f"dropout={str(d.dropout).lower()}, max_length={d.max_length}.")
+            f"dropout={str(d.dropout).lower()}, max_length={d.max_length}, "
+            f"threads={d.threads} (CPU training on half the cores: a spinning second thread costs CPU time).")
 
 
 _DISTILL_DEFAULTS = _distill_defaults()

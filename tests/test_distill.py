@@ -248,6 +248,10 @@ def test_cached_teacher_targets_train_the_same_as_rerunning_the_teacher(tokenize
                                teacher_cache=cache, dropout=False)
         report = distill(teacher, student, tokenizer, "feature-extraction", config, texts=texts)
         results.append((student.state_dict(), report.loss_history))
+        # 9 steps of 5 = 3 epochs of the 15 texts: with the cache the teacher sees each text once
+        assert report.teacher_targets == (15 if cache else 45)
+        assert {"teacher", "student forward and loss", "backward", "optimizer"} <= set(report.cpu_seconds_by_part)
+        assert sum(report.cpu_seconds_by_part.values()) <= report.cpu_seconds + 0.05  # parts, not more than the whole
     (cached, cached_losses), (rerun, rerun_losses) = results
     assert [l for _, l in cached_losses] == pytest.approx([l for _, l in rerun_losses], rel=1e-4)
     for name, value in rerun.items():
@@ -324,3 +328,22 @@ def test_window_stride_gives_overlapping_windows_over_the_same_span(tokenizer, b
     assert distill_config_from_dict({"steps": 1, "window_stride": 64}).window_stride == 64
     with pytest.raises(RecipeError, match="window_stride"):
         distill_config_from_dict({"steps": 1, "window_stride": -1})
+
+
+@pytest.mark.support(task="feature-extraction", arch="bert", stage="distill")
+def test_cpu_training_runs_on_the_configured_threads_and_gives_the_callers_back(tokenizer, bbc):
+    teacher = tiny(tokenizer)
+    student = student_of(teacher, tokenizer)
+    seen: list[int] = []
+    hook = student.register_forward_pre_hook(lambda *_: seen.append(torch.get_num_threads()))
+    torch.set_num_threads(2)  # the caller's count (the module fixture puts 1 back afterwards)
+    try:
+        report = distill(teacher, student, tokenizer, "feature-extraction",
+                         DistillConfig(steps=2, batch_size=4, max_length=16, eval_every=0, refit=False, threads=1),
+                         texts=bbc[0][:8])
+        assert torch.get_num_threads() == 2  # handed back
+    finally:
+        hook.remove()
+        torch.set_num_threads(1)
+    assert seen and set(seen) == {1} and report.threads == 1
+    assert DistillConfig(steps=1).threads == 0  # the default: half the cores (work_threads)

@@ -62,6 +62,7 @@ _RULES = {
     "refit": Rule(kind="bool"),
     "refit_texts": _count(1, "the texts the refit solves on"),
     "log_every": _count(1, "steps between progress lines", optional=True),
+    "threads": _count(0, "the torch threads of CPU training (0: half the cores)"),
 }
 
 
@@ -78,7 +79,9 @@ class DistillConfig:
     stopping (None: never stop early). `checkpoint_every` 0 writes no checkpoints.
 
     The defaults are the best settings measured (benchmarks/distill_minilm.py: MiniLM cut to
-    3 layers, half its heads and FFN, reaches fidelity 0.90 in 1700 steps, 14 CPU minutes):
+    3 layers, half its heads and FFN, reaches fidelity 0.90 in 1700 steps, 14 CPU minutes on a
+    CPU with AVX512-BF16; on an AVX2-only CPU its fp32 steps would take about 23 CPU minutes
+    (estimated from a step's parts), and batch 8 there, 16 minutes, reached fidelity 0.874: see the README):
     lr 1e-3 on a cosine schedule after 6 % warmup, the hidden-state loss (hidden_weight 1: where
     the student's width or tokenizer differs from the teacher's it falls to 0, logged), frozen
     embeddings, 4 windows of each long text, no dropout, a least-squares refit on 512 texts
@@ -118,6 +121,11 @@ class DistillConfig:
     refit: bool = True  # least-squares repair of the pruned layers' output projections before training (refit.py)
     refit_texts: int = 512  # train texts the refit solves on
     log_every: int | None = None  # progress line every N steps; None: about 20 lines per run
+    # torch threads while training on the CPU; 0: half the cores (edgegolf.measure.evaluate.work_threads,
+    # 1 on 2 cores). CPU time counts every thread, and a second one that spins costs it: on a 2-core
+    # AVX2 EPYC beside other work, a step of MiniLM cut to layers=3,heads=0.5,ffn=0.5 (16 x 128
+    # tokens, fp32) cost 0.66 s CPU on 1 thread and 3.1 s on 2 (AdamW alone 0.02 s against 1.2 s)
+    threads: int = 0
 
     def __post_init__(self) -> None:
         check_instance(self, "distill")

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,27 @@ class ProgressBar:
             self.progress.stop()
 
 
+class PhaseClock:
+    """Process CPU seconds spent in each named part of the run (the outermost part only: the
+    teacher's passes inside an evaluation count as evaluation), so a run's record says where its
+    CPU time went."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+        self.depth = 0
+
+    @contextmanager
+    def __call__(self, part: str) -> Iterator[None]:
+        self.depth += 1
+        start = time.process_time()
+        try:
+            yield
+        finally:
+            self.depth -= 1
+            if self.depth == 0:
+                self.seconds[part] = self.seconds.get(part, 0.0) + time.process_time() - start
+
+
 class TrainingLoop:
     def __init__(self, adapter, teacher, student, batches: Batches, config: DistillConfig, device, precision,
                  student_layers, teacher_layers, train_idx, eval_idx, label_ids, report: DistillReport,
@@ -74,6 +97,7 @@ class TrainingLoop:
         self.best_state: dict[str, torch.Tensor] | None = None
         self.best_step: int | None = None
         self.bad_evals = 0
+        self.clock = PhaseClock()
 
     # --- forward passes ---------------------------------------------------------------------
     def autocast(self):
@@ -90,11 +114,13 @@ class TrainingLoop:
         cached = cache.get(indices, mask.shape[1]) if cache is not None else None
         if cached is not None:
             return cached
-        with torch.no_grad(), self.autocast():  # no_grad, not inference_mode: MSE saves the target for backward
+        with self.clock("teacher"), torch.no_grad(), self.autocast():  # no_grad: MSE saves the target for backward
             view = self.forward(self.teacher, batch, self.teacher_layers)
-        view = {k: v.float() for k, v in view.items()}
-        if cache is not None:
-            cache.put(indices, view, mask.sum(1).tolist())
+            view = {k: v.float() for k, v in view.items()}
+            if cache is not None:
+                cache.put(indices, view, mask.sum(1).tolist())
+        if cache is self.cache:
+            self.report.teacher_targets += len(indices)
         return view
 
     def labels_for(self, indices: list[int]) -> torch.Tensor | None:
@@ -103,19 +129,24 @@ class TrainingLoop:
         return torch.tensor([self.label_ids[i] for i in indices], device=self.device)
 
     def loss_on(self, indices: list[int], cache, model=None) -> tuple[torch.Tensor, dict[str, float], int]:
-        batch = self.batches.collate(indices, self.device)
-        teacher_batch = self.batches.teacher.collate(indices, self.device) if self.batches.teacher else batch
+        with self.clock("batching"):
+            batch = self.batches.collate(indices, self.device)
+            teacher_batch = self.batches.teacher.collate(indices, self.device) if self.batches.teacher else batch
         target = self.teacher_view(indices, teacher_batch, cache)
-        with self.autocast():
+        with self.clock("student forward and loss"), self.autocast():
             view = self.forward(model or self.student, batch, self.student_layers)
-        loss, parts = self.adapter.distill_loss(view, target, batch["attention_mask"], self.config,
-                                                self.labels_for(indices))
+            loss, parts = self.adapter.distill_loss(view, target, batch["attention_mask"], self.config,
+                                                    self.labels_for(indices))
         return loss, parts, int(batch["attention_mask"].sum())
 
     # --- evaluation ---------------------------------------------------------------------
     def evaluate(self, step: int) -> dict[str, float]:
         """The held-out loss; with several processes each scores its share and the sums are
         combined, so every process gets the same record (and stops early at the same step)."""
+        with self.clock("evaluation"):
+            return self._evaluate(step)
+
+    def _evaluate(self, step: int) -> dict[str, float]:
         self.student.eval()
         totals: dict[str, float] = {}
         mine = self.eval_idx[self.processes.rank::self.processes.count]
@@ -177,7 +208,7 @@ class TrainingLoop:
         meta, rng, best = load_checkpoint(path, self.student, self.optimizer, self.device)
         state = meta["state"]
         mine = self.config.to_dict()
-        differ = [k for k in mine if k not in ("checkpoint_every", "log_every") and state["config"].get(k) != mine[k]]
+        differ = [k for k in mine if k not in ("checkpoint_every", "log_every", "threads") and state["config"].get(k) != mine[k]]
         if differ:
             raise RecipeError(f"checkpoint {str(path)!r} was written with distill.{differ[0]} = "
                               f"{state['config'].get(differ[0])!r}, not {mine[differ[0]]!r}; resume with the same "
@@ -220,7 +251,8 @@ class TrainingLoop:
             with self.processes.no_sync(self.trained, last_micro_step=k == config.grad_accum - 1):
                 loss, parts, n_tokens = self.loss_on(indices, self.cache, self.trained)
                 loss = loss / config.grad_accum
-                (self.scaler.scale(loss) if self.scaler else loss).backward()
+                with self.clock("backward"):
+                    (self.scaler.scale(loss) if self.scaler else loss).backward()
             total += float(loss.detach())
             tokens += n_tokens
             for key, value in parts.items():
@@ -229,15 +261,16 @@ class TrainingLoop:
             summed_total, summed_tokens, *values = self.processes.sum([total, tokens, *parts_sum.values()])
             total, tokens = summed_total / count, int(summed_tokens)
             parts_sum = {key: value / count for key, value in zip(parts_sum, values, strict=True)}
-        if self.scaler:
-            self.scaler.unscale_(self.optimizer)
-        torch.nn.utils.clip_grad_norm_(self.student.parameters(), MAX_GRAD_NORM)
-        if self.scaler:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        with self.clock("optimizer"):
+            if self.scaler:
+                self.scaler.unscale_(self.optimizer)
+            torch.nn.utils.clip_grad_norm_(self.student.parameters(), MAX_GRAD_NORM)
+            if self.scaler:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.optimizer.zero_grad(set_to_none=True)
         return total, parts_sum, tokens
 
     def refit(self) -> None:
@@ -300,7 +333,8 @@ class TrainingLoop:
         every_log = config.log_every or max(1, config.steps // 20)
         wall, cpu = time.perf_counter(), time.process_time()
         if config.refit and start_step == 0:  # on resume the checkpoint holds the refitted (and trained) weights
-            self.refit()
+            with self.clock("refit"):
+                self.refit()
         if every_eval and start_step == 0:
             self.after_eval(self.evaluate(0))  # the starting point, so the report shows what was won back
         self.student.train(config.dropout)  # dropout off: eval mode, gradients still flow
@@ -315,6 +349,7 @@ class TrainingLoop:
         report.steps_run = step
         report.seconds = time.perf_counter() - wall
         report.cpu_seconds = time.process_time() - cpu
+        report.cpu_seconds_by_part = {part: round(seconds, 2) for part, seconds in self.clock.seconds.items()}
         report.tokens_per_s = report.tokens / max(report.seconds, 1e-9)
         report.loss_last = report.loss_history[-1][1] if report.loss_history else None
         report.best_eval_loss = self.best_loss
@@ -325,3 +360,6 @@ class TrainingLoop:
         log.info("distilled %d steps in %.0f s (%.0f s CPU), %.0f tok/s, loss %.4f -> %.4f", step, report.seconds,
                  report.cpu_seconds, report.tokens_per_s, report.loss_first or float("nan"),
                  report.loss_last or float("nan"))
+        log.info("distill CPU seconds by part: %s; teacher targets computed for %d windows (the rest from its cache)",
+                 ", ".join(f"{part} {seconds:.0f}" for part, seconds in report.cpu_seconds_by_part.items()),
+                 report.teacher_targets)

@@ -21,10 +21,15 @@ class DistillReport:
     device: str
     precision: str
     layer_map: list[int] | None
+    threads: int | None = None  # torch threads of CPU training (None: trained on a GPU)
     processes: int = 1  # data-parallel processes; a step sees batch_size x grad_accum x processes texts
     steps_run: int = 0  # optimizer steps done, counting those before a resume
     seconds: float = 0.0  # wall time of this call
     cpu_seconds: float = 0.0  # process CPU time of this call (all threads)
+    # where it went: refit, teacher (its passes on windows not yet cached), batching, student forward
+    # and loss, backward, optimizer, evaluation
+    cpu_seconds_by_part: dict[str, float] = field(default_factory=dict)
+    teacher_targets: int = 0  # training windows whose teacher targets were computed (not read from the cache)
     tokens: int = 0  # real (non-padding) tokens the student trained on in this call, all processes together
     tokens_per_s: float = 0.0
     loss_first: float | None = None

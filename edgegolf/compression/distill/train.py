@@ -25,6 +25,8 @@ evaluations and checkpoints), report.py (the record).
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +62,19 @@ def _resolve_data(config: DistillConfig, texts, labels, data: TransferData | Non
         given = TransferData(tuple(texts), tuple(map(str, labels)) if labels is not None else None, "texts (in memory)")
         return exclude_test(given, split) if split is not None else given
     return load_transfer(config.data, config.column, split=split)
+
+
+@contextmanager
+def _training_threads(device: torch.device, config: DistillConfig, report: DistillReport) -> Iterator[None]:
+    """CPU training on `config.threads` torch threads (0: half the cores), the caller's count after."""
+    if device.type != "cpu":
+        yield
+        return
+    from edgegolf.measure.evaluate import torch_threads, work_threads
+
+    report.threads = config.threads or work_threads()
+    with torch_threads(report.threads):
+        yield
 
 
 def distill(
@@ -130,8 +145,9 @@ def distill(
     student.to(device)
     frozen = freeze_embeddings(student) if config.freeze_embeddings else []
     try:
-        TrainingLoop(adapter, teacher, student, batches, config, device, precision, student_layers, teacher_layers,
-              train_idx, eval_idx, label_ids, report, processes).run(checkpoint_dir, resume)
+        with _training_threads(device, config, report):
+            TrainingLoop(adapter, teacher, student, batches, config, device, precision, student_layers,
+                         teacher_layers, train_idx, eval_idx, label_ids, report, processes).run(checkpoint_dir, resume)
     finally:
         for parameter in frozen:
             parameter.requires_grad_(True)
