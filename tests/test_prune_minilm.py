@@ -47,3 +47,7 @@ def test_minilm_vocab_and_structure_pruned_through_a_folder(tmp_path):
         got = loaded(**encode(loaded_tok, texts[40:43])).last_hidden_state
         expected = again(**encode(again_tok, texts[40:43])).last_hidden_state
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)  # pruning is deterministic
+    # the sentence-transformers head comes along (its modules.json names a 2_Normalize folder it lacks)
+    from edgegolf.tasks.st_folder import read_sentence_head
+
+    assert read_sentence_head(out).describe() == read_sentence_head(source).describe() == "mean pooling, Normalize"

@@ -136,7 +136,9 @@ def copy_sentence_files(source: Path, target: Path) -> bool:
     root = source.resolve()
     for module in _json(source / "modules.json")[1:]:
         where = (source / str(module.get("path", ""))).resolve()
-        if where == root or root not in where.parents:  # the Transformer's files, or outside the folder
+        # the Transformer's files, a folder outside this one, or none at all (sentence-transformers
+        # saves no folder for a Normalize module in some versions: the bundled MiniLM has none)
+        if where == root or root not in where.parents or not where.is_dir():
             continue
         shutil.copytree(where, target / where.relative_to(root), dirs_exist_ok=True)
     return True
