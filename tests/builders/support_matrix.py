@@ -26,6 +26,7 @@ import ast
 import datetime
 import json
 import platform
+import re
 import subprocess
 import sys
 from importlib import metadata
@@ -234,9 +235,13 @@ def claim_is_marked(cell: dict[str, Any], nodeid: str, root: Path = ROOT) -> boo
         return False
 
     def matches(value, wanted: str) -> bool:
-        if "{" in str(value):  # a parametrized field: the case id must hold the value
-            return wanted in param_id
-        return str(value) == wanted
+        text = str(value)
+        if "{" not in text:
+            return text == wanted
+        # a parametrized field ("quantize:{scheme}"): the rest must match, and the case id hold each filled piece
+        pattern = re.sub(r"\\\{\w+\\\}", "(.+)", re.escape(text))
+        found = re.fullmatch(pattern, wanted)
+        return found is not None and all(piece in param_id for piece in found.groups())
 
     for marker in markers_in_source(path, function):
         stages = marker.get("stage")
