@@ -102,7 +102,7 @@ def compress(
     exclude: Annotated[Optional[list[str]], typer.Option(
         help="Keep nodes in float: a node name or pattern such as '*/layer.0/*' (repeatable).")] = None,
     optimize: Annotated[Optional[str], typer.Option(
-        help=f"Graph fusions: {_recipe_choices('optimize', 'mode')} (auto: kept unless timed over 5% slower, side by side with the export).")] = None,
+        help=f"Graph fusions: {_recipe_choices('optimize', 'mode')} (auto: kept unless timed slower, side by side with the export).")] = None,
     exporter: Annotated[Optional[str], typer.Option(
         help=f"{_recipe_choices('export', 'exporter')} (optimum needs the optimum extra).")] = None,
     layout: Annotated[Optional[list[str]], typer.Option(

@@ -61,8 +61,7 @@ class ExportSettings:
 @dataclass(frozen=True)
 class OptimizeSettings:
     mode: str = setting("auto", kind="str", choices=OPTIMIZE_MODES, cli="--optimize",
-                        help="auto: keep the fused graph unless timed over 5% slower side by side with the "
-                             "export; on; off")
+                        help="auto: keep the fused graph unless timed slower side by side with the export; on; off")
 
     def __post_init__(self) -> None:
         check_instance(self, "optimize")  # the same rules for OptimizeSettings(...) in Python as for a [optimize] table

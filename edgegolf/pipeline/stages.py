@@ -273,20 +273,15 @@ def _optimize_causal_lm(artifact: Artifact, config, ctx: Context) -> tuple[Artif
                                                  "decode_ratio": ratio}
 
 
-# How much slower than the plain export a fused encoder graph may time and still be kept: the
-# fused graph is what int8 turns into QAttention. On MiniLM (AVX2, one thread) the fused fp32
-# graph timed 1.01x, 1.03x [0.98, 1.04] and 1.03x [1.03, 1.04] the export side by side in three
-# runs, and int8 of the unfused graph flipped 2 of 179 test texts that int8 of the fused one kept.
-FUSED_TOLERANCE = 1.05
-
-
 def _keep_if_faster(made: Made) -> tuple[Artifact, dict[str, Any]]:
     """mode auto keeps the fused graph unless it is measurably slower than the plain export.
 
     Encoders: the two graphs timed interleaved (devices/compare.py); the fused graph is dropped
-    only when the whole 95% interval of its p50 ratio lies above FUSED_TOLERANCE. The stage
-    timings alone, taken a minute apart on a shared machine, once dropped a fused graph that was
-    not slower, and int8 of the unfused graph then flipped two test texts of the README's run.
+    only when the whole 95% interval of its p50 ratio lies above 1. The stage timings alone,
+    taken a minute apart on a shared machine, once dropped a fused graph that was not slower.
+    On MiniLM (AVX2, one thread) the fusions do not pay for certain: side by side the fused
+    graph timed 1.01x to 1.07x the export as the machine's load changed, and int8 of it 1.04x
+    int8 of the unfused graph, so which graph ships can change with the load.
     Causal LMs: a decode step, which generation repeats (`decode_ratio`, timed in the stage)."""
     if made.result is None:
         return made.artifact, {}
@@ -300,9 +295,9 @@ def _keep_if_faster(made: Made) -> tuple[Artifact, dict[str, Any]]:
         side_by_side = made.measurer.interleaved_ratio(made.artifact.fp32, made.artifact.graph,
                                                        made.artifact.tokenizer_json, made.artifact.spec)
         if side_by_side is None:  # a profile that cannot time two graphs side by side: the stage timings decide
-            faster, timing = ratio <= FUSED_TOLERANCE, ""
+            faster, timing = ratio < 1, ""
         else:
-            faster = side_by_side[1] <= FUSED_TOLERANCE  # not slower beyond the noise and the tolerance
+            faster = side_by_side[1] <= 1  # not slower beyond the noise
             timing = (f"interleaved p50 {side_by_side[0]:.2f}x [{side_by_side[1]:.2f}, {side_by_side[2]:.2f}]; ")
     kept = made.config.mode == "on" or faster
     fused = ", ".join(f"{op} x{n}" for op, n in sorted(made.measured["fused_ops"].items())) or "nothing fused"
