@@ -56,8 +56,13 @@ class CompressResult:
     @property
     def scheme_choice(self) -> dict[str, Any] | None:
         """What the size limit chose when no scheme was asked for (quantize/choose.py), else None."""
-        record = next((r for r in self.manifest.get("provenance", ()) if r["stage"] == "quantize"), None)
-        return record["measured"].get("scheme_choice") if record else None
+        return scheme_choice_of(self.manifest.get("provenance", ()))
+
+
+def scheme_choice_of(provenance) -> dict[str, Any] | None:
+    """The quantize stage's record of a size limit's choice in `provenance`, else None."""
+    record = next((r for r in provenance if r["stage"] == "quantize"), None)
+    return record["measured"].get("scheme_choice") if record else None
 
 
 def build_recipe(recipe: Recipe | dict | str | Path | None = None, *, overrides: dict[str, Any] | None = None,
@@ -224,8 +229,7 @@ def compress(
 def _with_chosen_scheme(recipe: Recipe, outcome) -> Recipe:
     from edgegolf.recipe import quant_config
 
-    record = next((r for r in outcome.provenance if r["stage"] == "quantize"), None)
-    choice = record["measured"].get("scheme_choice") if record else None
+    choice = scheme_choice_of(outcome.provenance)
     return replace(recipe, quantize=quant_config(choice["settings"])) if choice else recipe
 
 

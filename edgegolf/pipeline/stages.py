@@ -326,8 +326,8 @@ def quantize(artifact: Artifact, config, ctx: Context) -> tuple[Artifact, dict[s
                             beside=[artifact.tokenizer_json])  # what a size limit counts beside the graph
     measured = {"quantized_ops": report.quantized_ops, "float_nodes": report.float_nodes, "excluded": report.excluded,
                 **report.details}  # what the scheme chose: int4's mixed-precision plan (bits per layer)
-    if hasattr(config, "reduce_range"):  # what "auto" chose on this machine's CPU
-        measured["seven_bit_weights"] = seven_bit_weights(config.reduce_range)
+    if "reduce_range" in report.settings:  # what "auto" chose on this machine's CPU, for the scheme that ran
+        measured["seven_bit_weights"] = seven_bit_weights(report.settings["reduce_range"])
     return replace(artifact, graph=Path(report.path)), measured
 
 

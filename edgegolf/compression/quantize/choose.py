@@ -112,7 +112,6 @@ def choose_and_quantize(in_path: Path, out_path: Path, choice: SchemeChoice, *,
     the smallest one built (the verdict then says by how much it misses). Its QuantReport carries
     the choice in details["scheme_choice"]; `choice.to_dict()` gives the chosen settings after."""
     from edgegolf.compression.quantize.api import quantize
-    from edgegolf.compression.quantize.configs import seven_bit_weights
 
     limit = int(choice.size_mb * MB)
     beside_bytes = sum(Path(p).stat().st_size for p in beside)
@@ -173,8 +172,6 @@ def choose_and_quantize(in_path: Path, out_path: Path, choice: SchemeChoice, *,
     log.info("quantization: %s", summary)
     choice.outcome.update(settings=report.settings)  # provenance records what ran (SchemeChoice.to_dict)
     report.details = {**report.details, "scheme_choice": record}
-    if hasattr(candidate.config, "reduce_range"):  # what "auto" chose on this machine's CPU
-        report.details["seven_bit_weights"] = seven_bit_weights(candidate.config.reduce_range)
     return report
 
 
