@@ -11,14 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from edgegolf.compression.prune.config import PruneConfig
-from edgegolf.compression.quantize import (
-    RECIPE_DEFAULT,
-    SCHEMES,
-    Int4WeightOnly,
-    default_int8,
-    scheme_names,
-    searched_scheme_names,
-)
+from edgegolf.compression.quantize import Int4WeightOnly, scheme_names, searched_scheme_names
 from edgegolf.errors import RecipeError
 from edgegolf.settings import rule_of
 
@@ -44,8 +37,11 @@ def _int4_block_sizes() -> tuple[int, ...]:
 
 
 def _scheme_defaults(scheme: str) -> Any:
-    """The config a scheme name gives with nothing else set ("default": the tuned int8)."""
-    return default_int8() if scheme == RECIPE_DEFAULT else SCHEMES[scheme]()
+    """The config a scheme name gives with nothing else set ("default": the tuned int8), as a
+    [quantize] table naming only the scheme gives it."""
+    from edgegolf.recipe import quant_config
+
+    return quant_config({"scheme": scheme})
 
 
 def embedding_rule(scheme: str):
