@@ -283,7 +283,10 @@ def test_toy_family_prunes_a_new_architecture(plugin_dir, tmp_path):
     assert (config["num_hidden_layers"], config["num_attention_heads"], config["intermediate_size"]) == (2, 2, 32)
     assert config["edgegolf_pruning"] == {"head_dim": 8}  # the head size stays 32 / 4; only the count halves
     report = json.loads((out / "prune_report.json").read_text())
-    assert report["architecture"] == "megatron-bert" and report["kept_layers"] == [0, 2]
+    assert report["architecture"] == "megatron-bert"
+    # a BertFamily subclass inherits layer_selection=auto's choice: measured importance
+    assert report["config"]["layer_selection"] == "importance" and len(report["layer_removal"]) == 1
+    assert report["kept_layers"] == [i for i in range(3) if i != report["layer_removal"][0]["removed"]]
 
     # the normalised view, the graph optimizer's dims and load_pruned all go through the toy family
     seen = python(f"""

@@ -88,8 +88,14 @@ def test_prune_shrinks_shapes_and_round_trips_through_save_and_load(kind, tokeni
     assert after["layers"] == 2 and after["ffn"] == report.shape_before["ffn"] // 2
     assert after["kv_heads"] == report.shape_before["kv_heads"] // 2
     assert after["heads"] == report.shape_before["heads"] // 2 and after["head_dim"] == 8
-    assert report.kept_layers == [0, 3]  # evenly spaced, first and last kept
-    assert set(report.head_ranking) == {0, 3} and all(len(r) == report.shape_before["kv_heads"]
+    # layer_selection=auto: measured importance for BERT and RoBERTa, evenly spaced for the others
+    if kind not in ("bert", "roberta"):
+        assert report.config.layer_selection == "even" and report.kept_layers == [0, 3]  # first and last kept
+    else:
+        assert report.config.layer_selection == "importance" and len(report.layer_removal) == 2
+        removed = {step["removed"] for step in report.layer_removal}
+        assert report.kept_layers == sorted(set(range(4)) - removed)
+    assert set(report.head_ranking) == set(report.kept_layers) and all(len(r) == report.shape_before["kv_heads"]
                                                       for r in report.head_ranking.values())
     json.dumps(report.to_dict())  # provenance is JSON
 

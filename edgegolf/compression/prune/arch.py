@@ -127,6 +127,9 @@ class Family:
     stock_heads: ClassVar[bool] = False  # True when the stock class rebuilds a pruned head count from config alone
     vocab_pruning: ClassVar[bool] = True  # WordPiece vocabulary pruning is supported for this family's tokenizers
     ort_model_type: ClassVar[str] = "bert"  # onnxruntime.transformers.optimizer's name for its graphs
+    # what layer_selection=auto means: "importance" where it was measured to pay (BERT; a few layers
+    # keep its greedy search cheap), "even" elsewhere (a decoder's 30 layers cost ~n^2/2 forward passes)
+    auto_layer_selection: ClassVar[str] = "even"
 
     # --- the config, normalised ----------------------------------------------------------
     def config_view(self, config: Any) -> ConfigView:

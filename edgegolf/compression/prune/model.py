@@ -11,7 +11,7 @@ import copy
 import hashlib
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -121,12 +121,13 @@ def prune_model(
     """
     start = time.perf_counter()
     family = family_for(model.config)
+    if config.layer_selection == "auto":
+        config = replace(config, layer_selection=family.auto_layer_selection)
     prune_vocab = config.vocab is not None or vocab_texts is not None
     if prune_vocab and not family.vocab_pruning:
         raise PruneError(f"vocabulary pruning supports WordPiece tokenizers (BERT, DistilBERT, MiniLM); model type "
                          f"{model.config.model_type!r} uses BPE or SentencePiece: drop 'vocab' from the prune spec")
-    if config.heads is not None:
-        family.check_head_cut(model.config)
+    check_prune_fits(config, model.config)  # a cut the model cannot take is named before any other complaint
     texts = list(calibration_texts or [])
     if config.needs_calibration and not texts:
         raise DataError("pruning by measured importance needs calibration texts; pass some, or set "
