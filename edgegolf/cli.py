@@ -264,6 +264,10 @@ def search_command(
         help="Offer distillation of pruned students with these settings, e.g. 'steps=300' (a choice per trial).")] = None,
     always_distill: Annotated[bool, typer.Option(
         help="With --distill: distill every pruned student that could fit, not as a choice per trial.")] = False,
+    space: Annotated[Optional[str], typer.Option(
+        help="Narrow what the search varies, e.g. 'max_layers=2,heads=0.5;0.25,embeddings=int4-block' (lists "
+             "separated by ';'); keys: min_layers, max_layers, heads, ffn, vocab (minimum token counts, 0: "
+             "uncut), schemes, int4_block_sizes, embeddings. Default: everything the pipeline declares.")] = None,
     sampler: Annotated[str, typer.Option(help="Optuna sampler: tpe | nsga2 (both multi-objective, constrained).")] = "tpe",
     seed: Annotated[Optional[int], typer.Option(help="Sampler seed (give workers different seeds).")] = None,
     force: Annotated[bool, typer.Option(help="Replace an existing output folder.")] = False,
@@ -284,7 +288,7 @@ def search_command(
     result = search(source, output=output, budget=budget, trials=trials, time_limit=time, storage=storage,
                     study=study, task=task, recipe=recipe,
                     overrides={"bench.device": device, "evaluate.limit": eval_limit}, distill=distill,
-                    always_distill=always_distill,
+                    always_distill=always_distill, space=space,
                     sampler=sampler, seed=seed, force=force, trust_remote_code=trust_remote_code)
     print(f"## Pareto front ({len(result.records)} completed trials; * = the bundle in {output}/)\n")
     print(result.front_markdown + "\n")

@@ -73,7 +73,7 @@ def search(
     task: str | None = None,
     recipe: Any = None,
     overrides: dict[str, Any] | None = None,
-    space: Any = None,
+    space: Any = None,  # a SearchSpace, or a spec such as "max_layers=2,heads=0.5;0.25"
     distill: str | dict[str, Any] | None = None,
     always_distill: bool = False,
     sampler: str = "tpe",
@@ -107,7 +107,7 @@ def search(
         why_nothing_fits,
     )
     from edgegolf.search.full_split import describe as describe_full_split
-    from edgegolf.search.space import BoundSpace, SearchSpace, model_shape
+    from edgegolf.search.space import BoundSpace, SearchSpace, model_shape, parse_space_spec
     from edgegolf.search.teacher_cache import TeacherOutputs
     from edgegolf.search.teacher_cache import folder_beside as teacher_folder_beside
     from edgegolf.source import resolve_source
@@ -117,6 +117,8 @@ def search(
     if not isinstance(trials, int) or isinstance(trials, bool) or trials < 1:
         raise RecipeError(f"search trials = {trials!r} is not accepted; give an integer >= 1")
     seconds_allowed = parse_duration(time_limit)
+    if isinstance(space, str):
+        space = parse_space_spec(space)
     if task is not None:
         overrides = {**(overrides or {}), "task": task}
     base_recipe, budget_ = build_recipe(recipe, overrides=overrides, budget=budget)

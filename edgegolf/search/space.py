@@ -12,6 +12,7 @@ from typing import Any
 
 from edgegolf.compression.prune.config import PruneConfig
 from edgegolf.compression.quantize import Int4WeightOnly, scheme_names, searched_scheme_names
+from edgegolf.compression.spec import spec_terms, spec_value
 from edgegolf.errors import RecipeError
 from edgegolf.settings import rule_of
 
@@ -70,6 +71,7 @@ class SearchSpace:
     """The choices offered to the sampler. Fractions are kept shares, as in a prune spec."""
 
     min_layers: int = 1
+    max_layers: int | None = None  # None: the model's own count
     heads: tuple[float, ...] = field(default_factory=lambda: _kept("heads"))
     ffn: tuple[float, ...] = field(default_factory=lambda: _kept("ffn"))
     # vocabulary pruned to the train split's tokens seen at least this often (0: not pruned);
@@ -87,6 +89,14 @@ class SearchSpace:
     always_distill: bool = False
 
     def __post_init__(self) -> None:
+        for name in ("min_layers", "max_layers"):
+            value = getattr(self, name)
+            if not (value is None and name == "max_layers") and (
+                    not isinstance(value, int) or isinstance(value, bool) or value < 1):
+                raise RecipeError(f"search {name} = {value!r} is not accepted; give an integer >= 1")
+        if self.max_layers is not None and self.max_layers < self.min_layers:
+            raise RecipeError(f"search max_layers = {self.max_layers} is below min_layers = {self.min_layers}; "
+                              "give max_layers >= min_layers")
         known = scheme_names(with_default=True)
         unknown = [s for s in self.schemes if s not in known]
         if unknown or not self.schemes:
@@ -115,6 +125,32 @@ class SearchSpace:
                 raise RecipeError(f"search {name} = {values!r} is not accepted; give kept fractions 0 < f <= 1")
 
 
+SPACE_FORM = "max_layers=2,heads=0.5;0.25,vocab=3;10,embeddings=int4-block"
+_SPACE_INTS = ("min_layers", "max_layers")
+_SPACE_LISTS: dict[str, type] = {"heads": float, "ffn": float, "vocab": int, "schemes": str,
+                                 "int4_block_sizes": int, "embeddings": str}
+
+
+def parse_space_spec(text: str) -> SearchSpace:
+    """--space 'max_layers=2,heads=0.5;0.25': the fields of SearchSpace a user narrows, lists
+    separated by ';'; every field not named keeps its default."""
+    given: dict[str, Any] = {}
+    for key, raw in spec_terms(text, "search space", SPACE_FORM).items():
+        if key in _SPACE_INTS:
+            given[key] = spec_value(raw)
+        elif key in _SPACE_LISTS:
+            kind = _SPACE_LISTS[key]
+            try:
+                given[key] = tuple(kind(part.strip()) for part in raw.split(";"))
+            except ValueError:
+                raise RecipeError(f"search space {key} = {raw!r} is not accepted; give {kind.__name__} values "
+                                  f"separated by ';' (e.g. {SPACE_FORM})") from None
+        else:
+            raise RecipeError(f"search space has no setting {key!r}; accepted: "
+                              f"{', '.join([*_SPACE_INTS, *_SPACE_LISTS])}")
+    return SearchSpace(**given)
+
+
 @dataclass(frozen=True)
 class ModelShape:
     """What the space needs to know about the teacher."""
@@ -138,9 +174,14 @@ class BoundSpace:
         counts = sorted({max(1, round(f * self.shape.heads)) for f in self.space.heads}, reverse=True)
         self.head_choices = [c / self.shape.heads for c in counts]
 
+    def layer_range(self) -> tuple[int, int]:
+        """The fewest and most layers a trial keeps, within the model's own count."""
+        most = min(self.space.max_layers or self.shape.layers, self.shape.layers)
+        return min(self.space.min_layers, most), most
+
     def describe(self) -> dict[str, Any]:
         """Stored with the study: a rerun with another space must not mix into it."""
-        return {"layers": [min(self.space.min_layers, self.shape.layers), self.shape.layers],
+        return {"layers": list(self.layer_range()),
                 "heads": self.head_choices, "ffn": list(self.space.ffn), "vocab": self.vocab_options(),
                 "schemes": list(self.space.schemes), "int4_block_sizes": list(self.space.int4_block_sizes),
                 "embeddings": list(self.space.embeddings),
@@ -150,9 +191,10 @@ class BoundSpace:
         return [v for v in self.space.vocab if not v or (self.shape.vocab_pruning and self.vocab_corpus)] or [0]
 
     def baseline(self) -> dict[str, Any]:
-        """The unpruned model with the first scheme: what quantization alone gives."""
+        """The least pruned model in the space (the unpruned one by default) with the first scheme:
+        what quantization alone gives."""
         params: dict[str, Any] = {
-            "layers": self.shape.layers, "heads": 1.0 if 1.0 in self.head_choices else self.head_choices[0],
+            "layers": self.layer_range()[1], "heads": 1.0 if 1.0 in self.head_choices else self.head_choices[0],
             "ffn": 1.0 if 1.0 in self.space.ffn else self.space.ffn[0], "vocab": 0, "quantize": self.space.schemes[0]}
         if params["quantize"] == "int4":
             params["int4_block_size"] = self.space.int4_block_sizes[0]
@@ -163,7 +205,7 @@ class BoundSpace:
     def suggest(self, trial) -> dict[str, Any]:
         """Ask the trial for one value of each setting (int4's block size only under int4, the
         embedding tables' precision only under a scheme that offers it)."""
-        trial.suggest_int("layers", min(self.space.min_layers, self.shape.layers), self.shape.layers)
+        trial.suggest_int("layers", *self.layer_range())
         trial.suggest_categorical("heads", self.head_choices)
         trial.suggest_categorical("ffn", list(self.space.ffn))
         vocab = trial.suggest_categorical("vocab", self.vocab_options())

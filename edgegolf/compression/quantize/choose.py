@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from edgegolf.compression.quantize.configs import BLOCK_EMBEDDING_MODES, Int4WeightOnly, default_int8
+from edgegolf.compression.quantize.mixed import BelowAllFourBitError
 from edgegolf.compression.quantize.registry import QuantConfig, config_to_dict, scheme_name
 from edgegolf.errors import DoesNotFitError, EdgegolfError
 
@@ -131,11 +131,12 @@ def choose_and_quantize(in_path: Path, out_path: Path, choice: SchemeChoice, *,
         try:  # each beside the output: the smallest is kept if none fits
             report = quantize(in_path, out_path.with_name(f"{out_path.stem}.candidate{index}{out_path.suffix}"),
                               candidate.config, calibration_feeds=calibration_feeds)
-        except EdgegolfError as exc:  # the mixed plan's limit below its all-4-bit graph, say
-            floor_mb = re.search(r"all-4-bit graph's ([0-9.]+) MB", str(exc))
-            left = _mb(limit - beside_bytes)
-            tried.update(fits=False, why=f"4 bits everywhere take {floor_mb[1]} MB, over the {left} MB left for the "
-                         "graph, not measured" if floor_mb else str(exc))
+        except BelowAllFourBitError as exc:
+            tried.update(fits=False, why=f"4 bits everywhere take {exc.floor_mb:.1f} MB, over the "
+                         f"{_mb(limit - beside_bytes)} MB left for the graph, not measured")
+            continue
+        except EdgegolfError as exc:
+            tried.update(fits=False, why=str(exc))
             continue
         size = report.path.stat().st_size + beside_bytes
         tried.update(size_mb=round(size / MB, 3), fits=size <= limit)

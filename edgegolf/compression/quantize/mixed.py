@@ -261,8 +261,16 @@ def plan_record(units: list[Unit], *, limit_mb: float, planned: int, tokens: int
                    "extra_mb_at_8_bits": round(u.extra_bytes / MB, 4), "matmuls": len(u.matmuls)} for u in units]}}
 
 
+class BelowAllFourBitError(DataError):
+    """The mixed plan's size limit is below the graph with every unit at 4 bits."""
+
+    def __init__(self, message: str, floor_mb: float) -> None:
+        super().__init__(message)
+        self.floor_mb = floor_mb  # the all-4-bit graph's size
+
+
 def check_fits(base_bytes: int, limit_bytes: int) -> None:
     if base_bytes > limit_bytes:
-        raise DataError(f"quantize.mixed_size_mb = {limit_bytes / MB:g} is below the all-4-bit graph's "
+        raise BelowAllFourBitError(f"quantize.mixed_size_mb = {limit_bytes / MB:g} is below the all-4-bit graph's "
                         f"{base_bytes / MB:.1f} MB; give a limit of at least {math.ceil(base_bytes / MB * 10) / 10:g} "
-                        f"or a larger quantize.block_size")
+                        f"or a larger quantize.block_size", floor_mb=base_bytes / MB)
