@@ -381,8 +381,11 @@ STAGES: tuple[Stage, ...] = (
 def ort_quantize_dynamic(fp32: Path, work: Path) -> tuple[Path, str]:
     from onnxruntime.quantization import quantize_dynamic
 
+    from edgegolf.compression.quantize.api import application_logging_kept
+
     path = work / "reference-ort-quantize-dynamic.onnx"
-    quantize_dynamic(str(fp32), str(path))  # default arguments: what a user does by hand
+    with application_logging_kept():  # its advice to pre-process goes to our debug log, as in our own quantize
+        quantize_dynamic(str(fp32), str(path))  # default arguments: what a user does by hand
     return path, "onnxruntime quantize_dynamic, default arguments"
 
 
