@@ -68,7 +68,7 @@ def test_mixed_plan_keeps_the_limit_is_recorded_and_beats_all_4_bit(llama, tmp_p
     assert abs(plan["written_mb"] - size_mb) < 0.01
     bits = {u["name"]: u["bits"] for u in plan["units"]}
     assert set(bits.values()) == {4, 8}, bits  # the limit allows some 8-bit units and not all
-    assert all(u["kl_bits_per_token"] >= 0 for u in plan["units"])
+    assert all(u["cost"] >= 0 for u in plan["units"]) and plan["sensitivity"].startswith("KL bits/token")
     chosen = [u for u in plan["units"] if u["bits"] == 8]
     assert sum(u["extra_mb_at_8_bits"] for u in chosen) <= limit - four_mb + 1e-3
     if unit == "block":
@@ -116,3 +116,51 @@ def test_mixed_settings_are_checked():
 def test_a_block_unit_groups_the_matmuls_of_one_block_in_both_graph_namings(node, block):
     assert unit_key(node, "block") == block
     assert unit_key(node, "matmul") == node
+
+
+def test_an_encoders_plan_measures_cosine_distance_and_brings_its_hidden_states_closer(tmp_path):
+    """An encoder's output is hidden states, not a distribution: its units are ranked by the
+    cosine distance they cause, and the plan beats all-4-bit on held-out text."""
+    import torch
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    from edgegolf.export.onnx import export_onnx
+    from edgegolf.tasks.base import OutputOf
+    from tests.builders.models import bbc_vocabulary
+
+    tokenizer = BertTokenizer(vocab=bbc_vocabulary(), do_lower_case=True)
+    torch.manual_seed(0)
+    model = BertModel(BertConfig(vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                                 intermediate_size=64, attn_implementation="eager")).eval()
+    texts = bbc_texts()
+
+    def encode(text: str) -> dict[str, np.ndarray]:
+        batch = tokenizer([text], truncation=True, max_length=64, return_tensors="np")
+        return {k: batch[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+
+    calibration, held_out = [encode(t) for t in texts[:8]], [encode(t) for t in texts[20:26]]
+    path = export_onnx(OutputOf(model, "last_hidden_state"), tmp_path / "encoder.onnx",
+                       input_names=["input_ids", "attention_mask"], output_names=["last_hidden_state"],
+                       sample_feeds=calibration[0], verify_feeds=[calibration[1]], atol=1e-4).path
+    base = dict(embeddings="per-row", symmetric=False, block_size=32)
+    four = quantize(path, tmp_path / "int4.onnx", Int4WeightOnly(**base), calibration_feeds=calibration)
+    limit = round(four.path.stat().st_size / 1e6 + 0.009, 4)  # a block at 8 bits adds ~4.1 kB: room for 2 of 4
+    report = quantize(path, tmp_path / "mixed.onnx", Int4WeightOnly(**base, mixed_size_mb=limit),
+                      calibration_feeds=calibration)
+    assert report.path.stat().st_size / 1e6 <= limit
+    plan = report.details["mixed_precision"]
+    assert plan["sensitivity"].startswith("cosine distance (1 - cos) per token from the float graph's "
+                                          "last_hidden_state")
+    assert {u["bits"] for u in plan["units"]} == {4, 8} and all(u["cost"] > 0 for u in plan["units"])
+    assert [u["name"].rsplit("/", 1)[1] for u in plan["units"]] == [f"layer.{i}" for i in range(4)]
+
+    def distance(candidate: Path) -> float:
+        float_session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        session = ort.InferenceSession(str(candidate), providers=["CPUExecutionProvider"])
+        gaps = []
+        for feed in held_out:
+            a, b = float_session.run(None, feed)[0][0], session.run(None, feed)[0][0]
+            gaps.append(1 - (a * b).sum(-1) / (np.linalg.norm(a, axis=-1) * np.linalg.norm(b, axis=-1)))
+        return float(np.concatenate(gaps).mean())
+
+    assert distance(report.path) < distance(four.path)

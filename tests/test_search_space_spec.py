@@ -18,7 +18,8 @@ def test_a_spec_sets_the_fields_it_names_and_leaves_the_rest_at_their_defaults()
     space = parse_space_spec("max_layers=2, heads=0.5;0.25, vocab=3;10, schemes=default;int4, embeddings=int4-block")
     assert (space.max_layers, space.heads, space.vocab) == (2, (0.5, 0.25), (3, 10))
     assert (space.schemes, space.embeddings) == (("default", "int4"), ("int4-block",))
-    assert (space.min_layers, space.ffn, space.int4_block_sizes) == (1, SearchSpace().ffn, SearchSpace().int4_block_sizes)
+    default = SearchSpace()
+    assert (space.min_layers, space.ffn, space.int4_block_sizes) == (1, default.ffn, default.int4_block_sizes)
 
 
 def test_trials_stay_inside_the_narrowed_layer_range(tmp_path):

@@ -84,7 +84,7 @@ def _mixed(fp32, config: Int4WeightOnly, dst: Path, excluded: list[str], feeds) 
     base = model.ByteSize()
     if feeds:  # a limit below 4 bits everywhere fails before the measurement (without feeds, measure says why)
         mixed.check_fits(base, limit)
-    tokens = mixed.measure(fp32, units, feeds)
+    tokens, metric = mixed.measure(fp32, units, feeds)
     initializers = {i.name: i for i in fp32.graph.initializer}
     node_weight = {n.name: n.input[1] for n in fp32.graph.node if n.op_type == "MatMul" and len(n.input) == 2}
     outputs = {n.name: n.output[0] for n in fp32.graph.node if n.name in node_weight}
@@ -110,7 +110,7 @@ def _mixed(fp32, config: Int4WeightOnly, dst: Path, excluded: list[str], feeds) 
     log.info("mixed precision: %d of %d units at 8 bits (%s), %.1f MB (limit %g MB)", len(upgraded), len(units),
              ", ".join(upgraded) or "none", written / mixed.MB, config.mixed_size_mb)
     save_model(model, dst)
-    record = mixed.plan_record(units, limit_mb=config.mixed_size_mb, planned=planned, tokens=tokens,
+    record = mixed.plan_record(units, limit_mb=config.mixed_size_mb, planned=planned, tokens=tokens, metric=metric,
                                granularity=config.mixed_unit)
     record["mixed_precision"]["written_mb"] = round(written / mixed.MB, 3)
     return record

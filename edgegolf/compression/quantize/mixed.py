@@ -4,9 +4,11 @@
    the blockwise embedding table with its tied LM head (one unit: they share one initializer).
 2. Sensitivity, measured: each unit alone is rounded to 4 bits (round to nearest in blocks, as
    MatMulNBits stores it) while the rest of the graph stays float, and the graph runs on the
-   calibration feeds (train-split text); the cost is the mean KL divergence of its next-token
-   distribution from the float graph's, in bits per token: the expected growth of the cross
-   entropy, i.e. of bits/byte, times tokens per byte. 8 bits is taken as lossless: its rounding
+   calibration feeds (train-split text). For a graph whose output is `logits` (a causal LM, a
+   classifier) the cost is the mean KL divergence of its distribution from the float graph's,
+   in bits per token (or text): for a causal LM, the expected growth of the cross entropy, i.e.
+   of bits/byte, times tokens per byte. For an encoder's hidden states or embedding it is the
+   mean cosine distance (1 - cos) from the float graph's, per token. 8 bits is taken as lossless: its rounding
    error is 1/16 of 4 bits' (a 256th of the squared error). One onnxruntime session serves
    every unit: the unit's weights are graph inputs with the float weights as defaults, so a run
    overrides only the unit's.
@@ -48,7 +50,7 @@ class Unit:
     matmuls: list[str] = field(default_factory=list)  # MatMul node names
     table: bool = False  # the blockwise embedding table(s) and tied head(s)
     weights: dict[str, np.ndarray] = field(default_factory=dict)  # initializer name -> its 4-bit rounding (float)
-    cost: float = 0.0  # measured: KL bits per token with this unit alone at 4 bits
+    cost: float = 0.0  # measured with this unit alone at 4 bits: KL bits or cosine distance per token (measure())
     extra_bytes: int = 0  # what 8 bits costs over 4 bits in the file
     bits: int = 4
 
@@ -122,9 +124,28 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
-def measure(model, units: list[Unit], feeds: list[dict[str, np.ndarray]]) -> int:
-    """Set each unit's `cost` (KL bits per token from the float graph, the unit alone at 4 bits);
-    returns the number of tokens measured on."""
+def _kl_bits(reference: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """KL divergence of softmax(output) from softmax(reference) over the last axis, in bits."""
+    ref, out = _log_softmax(reference), _log_softmax(output)
+    return (np.exp(ref) * (ref - out)).sum(axis=-1) / math.log(2)
+
+
+def _cosine_distance(reference: np.ndarray, output: np.ndarray) -> np.ndarray:
+    """1 - cos between the vectors of the last axis (hidden states, embeddings)."""
+    norms = np.linalg.norm(reference, axis=-1) * np.linalg.norm(output, axis=-1)
+    return 1.0 - (reference * output).sum(axis=-1) / np.maximum(norms, 1e-12)
+
+
+def sensitivity_metric(output_name: str):
+    """(how a unit's output is compared with the float graph's, its description for the manifest)."""
+    if output_name == "logits":
+        return _kl_bits, "KL bits/token from the float graph's logits"
+    return _cosine_distance, f"cosine distance (1 - cos) per token from the float graph's {output_name}"
+
+
+def measure(model, units: list[Unit], feeds: list[dict[str, np.ndarray]]) -> tuple[int, str]:
+    """Set each unit's `cost` (sensitivity_metric of the graph's first output, against the float
+    graph, with the unit alone at 4 bits); returns the tokens measured on and the metric's words."""
     import onnx
     import onnxruntime as ort
     from onnx import helper
@@ -152,22 +173,23 @@ def measure(model, units: list[Unit], feeds: list[dict[str, np.ndarray]]) -> int
     session = ort.InferenceSession(probe.SerializeToString(), options, providers=["CPUExecutionProvider"])
     del probe
     output = session.get_outputs()[0].name
+    divergence, metric = sensitivity_metric(output)
     masks = [f.get("attention_mask") for f in chosen]
-    reference = [_log_softmax(session.run([output], f)[0].astype(np.float32)) for f in chosen]
+    reference = [session.run([output], f)[0].astype(np.float32) for f in chosen]
     started = time.perf_counter()
     for index, unit in enumerate(units):
         total, count = 0.0, 0
         for feed, ref, mask in zip(chosen, reference, masks, strict=True):
-            logp = _log_softmax(session.run([output], {**feed, **unit.weights})[0].astype(np.float32))
-            kl = (np.exp(ref) * (ref - logp)).sum(axis=-1)  # [batch, seq] (or [batch])
-            keep = mask[..., -kl.shape[-1]:].astype(bool) if mask is not None and mask.shape == kl.shape else None
-            total += float(kl[keep].sum() if keep is not None else kl.sum())
-            count += int(keep.sum() if keep is not None else kl.size)
-        unit.cost = total / max(count, 1) / math.log(2)
+            gap = divergence(ref, session.run([output], {**feed, **unit.weights})[0].astype(np.float32))
+            # [batch, seq] (or [batch]): padding positions do not count
+            keep = mask[..., -gap.shape[-1]:].astype(bool) if mask is not None and mask.shape == gap.shape else None
+            total += float(gap[keep].sum() if keep is not None else gap.sum())
+            count += int(keep.sum() if keep is not None else gap.size)
+        unit.cost = total / max(count, 1)
         if index == 0:
             log.info("mixed precision: measuring %d units on %d calibration tokens (~%.0f s)", len(units), tokens,
                      (time.perf_counter() - started) * len(units))
-    return tokens
+    return tokens, metric
 
 
 def _eight_bit_tensors(node, weight: np.ndarray, *, block_size: int, symmetric: bool) -> list:
@@ -253,11 +275,12 @@ def choose(units: list[Unit], base_bytes: int, limit_bytes: int) -> int:
     return total
 
 
-def plan_record(units: list[Unit], *, limit_mb: float, planned: int, tokens: int, granularity: str) -> dict[str, Any]:
+def plan_record(units: list[Unit], *, limit_mb: float, planned: int, tokens: int, metric: str,
+                granularity: str) -> dict[str, Any]:
     return {"mixed_precision": {
         "size_limit_mb": limit_mb, "planned_mb": round(planned / MB, 3), "unit": granularity,
-        "sensitivity": f"KL bits/token from the float graph with the unit alone at 4 bits, {tokens} calibration tokens",
-        "units": [{"name": u.name, "bits": u.bits, "kl_bits_per_token": round(u.cost, 6),
+        "sensitivity": f"{metric}, the unit alone at 4 bits, {tokens} calibration tokens",
+        "units": [{"name": u.name, "bits": u.bits, "cost": round(u.cost, 6),
                    "extra_mb_at_8_bits": round(u.extra_bytes / MB, 4), "matmuls": len(u.matmuls)} for u in units]}}
 
 
