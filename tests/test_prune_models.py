@@ -234,6 +234,11 @@ def test_magnitude_importance_needs_no_calibration_and_classifier_heads_survive(
     assert report.importance == "magnitude" and report.calibration_texts == 0
     logits = first_output(pruned, feeds(tokenizer))
     assert logits.shape == (3, 3)
+    # layer_selection=auto measures importance only where calibration texts are given; else evenly spaced
+    _, _, report = prune_model(model, tokenizer, parse_prune_spec("layers=2,importance=magnitude"))
+    assert report.config.layer_selection == "even" and report.kept_layers == [0, 3]
+    with pytest.raises(DataError, match="needs calibration texts"):
+        prune_model(model, tokenizer, parse_prune_spec("layers=2,layer_selection=importance"))
 
 
 def test_unstructured_pruning_zeroes_weights_but_keeps_shapes(tokenizer):

@@ -39,7 +39,8 @@ class PruneConfig:
     layers: int | None = setting(None, kind="int", optional=True, minimum=1, cli="--prune layers=",
                                  accepts="give the number of layers kept, an integer >= 1 (layers=3 keeps 3)")
     # even: evenly spaced, first and last kept; importance: measured on calibration text (greedy,
-    # one forward pass per layer left per layer removed); auto: the family's choice (Family.auto_layer_selection)
+    # one forward pass per layer left per layer removed); auto: the family's choice
+    # (Family.auto_layer_selection) where calibration texts are given, else even
     layer_selection: str = setting("auto", kind="str", choices=LAYER_SELECTIONS)
     heads: float | None = setting(None, kind="float", optional=True, above=0.0, maximum=1.0, cli="--prune heads=",
                                   search=(1.0, 0.75, 0.5, 0.25), accepts=_fraction_rule("heads", "attention heads"))
@@ -72,7 +73,7 @@ class PruneConfig:
     @property
     def needs_calibration(self) -> bool:
         measured = self.importance == "activation" and (self.heads is not None or self.ffn is not None)
-        return measured or (self.layers is not None and self.layer_selection != "even")
+        return measured or (self.layers is not None and self.layer_selection == "importance")
 
     def is_empty(self) -> bool:
         return not self.structural and self.unstructured is None

@@ -122,7 +122,7 @@ def prune_model(
     start = time.perf_counter()
     family = family_for(model.config)
     if config.layer_selection == "auto":
-        config = replace(config, layer_selection=family.auto_layer_selection)
+        config = replace(config, layer_selection=family.auto_layer_selection if calibration_texts else "even")
     prune_vocab = config.vocab is not None or vocab_texts is not None
     if prune_vocab and not family.vocab_pruning:
         raise PruneError(f"vocabulary pruning supports WordPiece tokenizers (BERT, DistilBERT, MiniLM); model type "
