@@ -287,6 +287,18 @@ def _chosen_bundle(result: SearchResult, source, base_recipe, budget, bound, tru
 
     chosen = result.chosen
     bundle = Path(chosen.bundle) if chosen.bundle else None
+    if (bundle is not None and chosen.host == HOST and (bundle / "manifest.json").exists()
+            and result.search_dir.resolve() not in bundle.resolve().parents):
+        # another worker's folder on this machine: that worker drops the bundles it sees no use
+        # for when it finishes, possibly while this one scores and publishes it, so take a copy
+        copy = result.search_dir / "trials" / f"{chosen.number}-copy"
+        shutil.rmtree(copy, ignore_errors=True)
+        try:
+            shutil.copytree(bundle, copy)
+            bundle = copy
+        except (FileNotFoundError, shutil.Error):
+            shutil.rmtree(copy, ignore_errors=True)
+            bundle = None  # dropped while copying: rerun below
     if bundle is None or chosen.host != HOST or not (bundle / "manifest.json").exists():
         from edgegolf.pipeline import compress
 
@@ -351,9 +363,14 @@ def _publish(result: SearchResult, bundle: Path, force: bool) -> None:
 
 
 def _drop_unneeded_bundles(result: SearchResult, mine: list[int]) -> None:
-    """Trial bundles this process wrote that are neither on the front nor shipped: removed.
-    (A trial that leaves the front never returns to it, so no later worker needs them.)"""
-    keep = {r.number for r in result.front} | {result.chosen.number}
+    """Trial bundles this process wrote that no worker could ship: removed. A worker finishing
+    later ships its best fitting trial (always on the front, which a trial never re-enters) or,
+    when nothing fits, the closest one (often off the front): both are kept as this worker sees
+    them, since trials completed after it can only take those roles with bundles of their own."""
+    from edgegolf.search.front import best_fitting, closest
+
+    could_ship = (best_fitting(result.records), closest(result.records))
+    keep = {r.number for r in result.front} | {result.chosen.number} | {r.number for r in could_ship if r}
     for number in mine:
         if number not in keep:
             shutil.rmtree(result.search_dir / "trials" / str(number), ignore_errors=True)
